@@ -1,0 +1,676 @@
+"""The file store's synchronous core: one commit log, one log per stream, group commit.
+
+How an append lands (DESIGN.md invariants 1-4; docs/storage.md tells the whole story):
+1. Appenders queue their request; one thread at a time leads a batch of them.
+2. The leader takes `flock` on the feed (serializing every process on this directory),
+   reads `feed.mark`, and if the feed is longer than the mark says, a previous holder
+   died mid-commit: its complete records are applied and its torn tail set aside.
+3. Each request is decided against the streams' current versions (planning.py).
+4. The batch's records go to the feed in one write, then one fdatasync: that is the
+   commit point, so the events of one append land all together or not at all.
+5. The same events are appended to each stream's own log, and the mark moves on.
+A failed fdatasync stops the process (the kernel may have dropped the pages).
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import fcntl
+import mmap
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from eventstore import framing, planning
+from eventstore.errors import (
+    CorruptionError,
+    JobtrailError,
+    StorageError,
+    StoreClosed,
+)
+from eventstore.layout import (
+    Checkpoint,
+    Layout,
+    Mark,
+    boot_id,
+    decode_mark,
+    encode_mark,
+    fsync_dir,
+    read_checkpoint,
+    write_checkpoint,
+)
+from eventstore.logfile import Tail, read_frames
+from eventstore.records import AppendTo, RecordedEvent, encode_each, pack, unpack
+
+FEED_START = framing.FILE_HEADER.size
+INDEX_EVERY = 256  # positions between entries of the in-memory feed index
+MAX_BATCH = 256
+VERSION_CACHE = 50_000
+OPEN_STREAMS = 64  # append descriptors kept open for streams written again soon
+MARK_SIZE = 64
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def die(reason: BaseException) -> NoReturn:
+    """Stop the process at once: continuing after a failed fsync could acknowledge lost data."""
+    print(f"jobtrail: fatal storage error, stopping: {reason!r}", file=sys.stderr, flush=True)
+    os._exit(70)
+
+
+@dataclass(slots=True)
+class Request:
+    """One caller's append, queued for the next group commit."""
+
+    batch: Sequence[AppendTo]
+    result: list[list[RecordedEvent]] | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _StreamState:
+    version: int
+    size: int
+
+
+@dataclass(slots=True)
+class _Planned:
+    request: Request
+    recorded: list[list[RecordedEvent]]
+    events: list[RecordedEvent]
+    feed_frame: bytes = b""
+    stream_frames: list[tuple[str, int, bytes]] = field(default_factory=list)
+
+
+class FileLog:
+    """Appends and reads of one data directory; safe across threads and processes."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+        fsync: Callable[[int], None] = os.fdatasync,
+        on_fatal: Callable[[BaseException], NoReturn] = die,
+    ) -> None:
+        self.layout = Layout(Path(root))
+        if create and not readonly:
+            self.layout.create()
+            self._ensure_feed()
+        self.layout.require()
+        self.readonly = readonly
+        self._clock = clock
+        self._fsync = fsync
+        self._on_fatal = on_fatal
+        self._closed = False
+        self._cond = threading.Condition()
+        self._queue: list[Request] = []
+        self._applying = False
+        self._committer = 0
+        self._fresh: set[str] = set()
+        self._cache_valid = False
+        self._paths: dict[str, str] = {}
+        self._leading = False
+        self._versions: dict[str, _StreamState] = {}
+        self._mark = Mark(FEED_START, 1)
+        self._index_lock = threading.Lock()
+        self._index_pos: list[int] = [1]
+        self._index_off: list[int] = [FEED_START]
+        self._hint = (1, FEED_START)  # the end of the furthest record read: (next seq, offset)
+        self._read_fd = os.open(self.layout.feed, os.O_RDONLY)
+        self._feed_fd = -1
+        self._mark_fd = -1
+        self._mark_map: mmap.mmap | None = None
+        self._stream_fds: OrderedDict[str, int] = OrderedDict()
+        if not readonly:
+            self._feed_fd = os.open(self.layout.feed, os.O_RDWR | os.O_APPEND)
+            self._mark_fd = os.open(self.layout.mark, os.O_RDWR | os.O_CREAT, 0o644)
+            if os.fstat(self._mark_fd).st_size < MARK_SIZE:
+                os.ftruncate(self._mark_fd, MARK_SIZE)
+            # Shared memory with every process on this directory: no syscall per commit.
+            self._mark_map = mmap.mmap(self._mark_fd, MARK_SIZE)
+            with self._locked():
+                self._open_recovery()
+
+    # -- set-up and recovery ---------------------------------------------------------
+
+    def _ensure_feed(self) -> None:
+        if self.layout.feed.exists() and self.layout.feed.stat().st_size >= FEED_START:
+            return
+        fd = os.open(self.layout.feed, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size < FEED_START:
+                os.ftruncate(fd, 0)
+                os.write(fd, framing.file_header(framing.KIND_FEED))
+                os.fsync(fd)
+                fsync_dir(self.layout.feed_dir)
+                write_checkpoint(self.layout.checkpoint, Checkpoint(boot_id(), FEED_START, 1))
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._feed_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._feed_fd, fcntl.LOCK_UN)
+
+    def _open_recovery(self) -> None:
+        """Under the lock: after a machine restart re-apply the feed from the checkpoint."""
+        if not framing.check_file_header(os.pread(self._feed_fd, FEED_START, 0), 0):
+            raise CorruptionError(f"{self.layout.feed} has no valid header")
+        cp = read_checkpoint(self.layout.checkpoint)
+        current_boot = boot_id()
+        if cp is not None and cp.boot_id == current_boot:
+            self._refresh()
+            return
+        # Unsynced page-cache writes of the stream logs may be gone: the feed is the truth.
+        size = os.fstat(self._feed_fd).st_size
+        start = Mark(cp.end, cp.next_position) if cp and cp.end <= size else Mark(FEED_START, 1)
+        self._mark = Mark(start.end, start.next_position, time.time_ns())
+        self._recover_from(self._mark, reconcile_streams=True)
+        os.sync()
+        write_checkpoint(
+            self.layout.checkpoint,
+            Checkpoint(current_boot, self._mark.end, self._mark.next_position),
+        )
+
+    def _refresh(self) -> None:
+        """Under the lock: learn the feed's end, finishing a commit a dead holder left.
+
+        If nobody else changed anything since this process last held the lock, its
+        cached stream versions are still right and need no stat.
+        """
+        mark = self._read_mark()
+        size = os.fstat(self._feed_fd).st_size
+        self._cache_valid = mark is not None and mark == self._mark and size == mark.end
+        self._fresh.clear()
+        if mark is None:  # lost or damaged: start over from the feed itself
+            self._mark = Mark(FEED_START, 1, time.time_ns())
+            self._recover_from(self._mark, reconcile_streams=True)
+        elif size < mark.end:
+            raise CorruptionError(
+                f"{self.layout.feed} is shorter than its mark ({size} < {mark.end})"
+            )
+        else:
+            self._mark = mark
+            if size > mark.end:
+                self._recover_from(mark, reconcile_streams=False)
+
+    def _recover_from(self, start: Mark, *, reconcile_streams: bool) -> None:
+        """Apply the complete feed records after `start` to the streams; set aside the rest."""
+        tail = Tail(start.end, start.next_position, 0)
+        batch: list[RecordedEvent] = []
+        for f in read_frames(self._feed_fd, start.end, start.next_position, tail, look_past=True):
+            batch.extend(unpack(f.payload))
+            if len(batch) >= 10_000:
+                self._apply_to_streams(batch, check_all=reconcile_streams)
+                batch.clear()
+        self._apply_to_streams(batch, check_all=reconcile_streams)
+        if tail.damaged:
+            raise CorruptionError(
+                f"{self.layout.feed}: damage at offset {tail.end} followed by valid records"
+            )
+        if tail.trailing:
+            self._set_aside(self._feed_fd, self.layout.feed, tail.end, tail.size)
+        self._sync(self._feed_fd)
+        self._write_mark(tail.end, tail.next_seq)
+
+    def _apply_to_streams(self, events: list[RecordedEvent], *, check_all: bool) -> None:
+        """Append to each stream log the events of `events` it lacks (idempotent)."""
+        by_stream: dict[str, list[RecordedEvent]] = {}
+        for e in events:
+            by_stream.setdefault(e.stream, []).append(e)
+        for stream, evs in by_stream.items():
+            if check_all:
+                self._versions.pop(stream, None)
+            current = self._stream_state(stream).version
+            missing = [e for e in evs if e.version > current]
+            if not missing:
+                continue
+            if missing[0].version != current + 1:
+                raise CorruptionError(
+                    f"stream {stream} is at version {current} but the feed continues "
+                    f"at {missing[0].version}"
+                )
+            payload = pack(encode_each(missing))
+            record = framing.frame(missing[0].version, len(missing), payload)
+            self._write_stream(stream, missing[-1].version, record)
+
+    def _stream_named(self, path: Path) -> str:
+        try:
+            return self.layout.stream_of(path)
+        except JobtrailError:
+            return ""
+
+    def _set_aside(self, fd: int, path: Path, end: int, size: int) -> None:
+        """Copy the bytes after `end` to quarantine/, then cut the file back to `end`."""
+        data = os.pread(fd, size - end, end)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        dest = self.layout.quarantine / f"{path.name}.torn-{end}-{stamp}-{os.getpid()}"
+        out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(out, data)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        fsync_dir(self.layout.quarantine)
+        os.ftruncate(fd, end)
+        self._sync(fd)
+        self._close_stream_fd(self._stream_named(path))
+
+    def _read_mark(self) -> Mark | None:
+        assert self._mark_map is not None
+        return decode_mark(self._mark_map[:MARK_SIZE])
+
+    def _write_mark(self, end: int, next_position: int) -> None:
+        mark = Mark(end, next_position, self._mark.generation + 1)
+        data = encode_mark(mark)
+        assert self._mark_map is not None
+        self._mark_map[: len(data)] = data
+        self._mark = mark
+
+    def _sync(self, fd: int) -> None:
+        try:
+            self._fsync(fd)
+        except OSError as exc:
+            self._closed = True
+            self._on_fatal(exc)
+
+    # -- stream state, under the lock ------------------------------------------------
+
+    def _path(self, stream: str) -> str:
+        path = self._paths.get(stream)
+        if path is None:
+            if len(self._paths) >= VERSION_CACHE:
+                self._paths.clear()
+            path = self._paths[stream] = self.layout.stream_file(stream)
+        return path
+
+    def _stream_state(self, stream: str) -> _StreamState:
+        """Under the lock: the stream's version, checked against its file's size.
+
+        Other processes append too, so a cached version holds only while the size does
+        (checked once per commit). A torn tail (a holder died mid-write) is set aside
+        here, before anyone appends.
+        """
+        cached = self._versions.get(stream)
+        if cached is not None and (self._cache_valid or stream in self._fresh):
+            return cached
+        path = self._path(stream)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            size = 0
+        if cached is not None and cached.size == size:
+            self._fresh.add(stream)
+            return cached
+        if size < framing.FILE_HEADER.size:
+            state = _StreamState(0, size)
+        else:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                if not framing.check_file_header(os.pread(fd, framing.FILE_HEADER.size, 0), 1):
+                    raise CorruptionError(f"{path} has no valid header")
+                start, seq = framing.FILE_HEADER.size, 1
+                if cached is not None and framing.FILE_HEADER.size <= cached.size < size:
+                    start, seq = cached.size, cached.version + 1
+                tail = Tail(start, seq, size)
+                for _ in read_frames(fd, start, seq, tail, look_past=True):
+                    pass
+                if tail.damaged:
+                    raise CorruptionError(
+                        f"{path}: damage at offset {tail.end} followed by valid records"
+                    )
+                if tail.trailing:
+                    self._set_aside(fd, Path(path), tail.end, tail.size)
+                state = _StreamState(tail.next_seq - 1, tail.end)
+            finally:
+                os.close(fd)
+        if len(self._versions) >= VERSION_CACHE:
+            self._versions.clear()
+        self._versions[stream] = state
+        self._fresh.add(stream)
+        return state
+
+    def _write_stream(self, stream: str, last_version: int, record: bytes) -> None:
+        state = self._stream_state(stream)
+        if state.size < framing.FILE_HEADER.size:
+            self._close_stream_fd(stream)
+            fd = os.open(self._path(stream), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if state.size:
+                    os.ftruncate(fd, 0)  # a header torn by a crash: nothing else was there
+                record = framing.file_header(framing.KIND_STREAM) + record
+                _write_all(fd, record)
+            finally:
+                os.close(fd)
+            size = len(record)
+        else:
+            _write_all(self._stream_fd(stream), record)
+            size = state.size + len(record)
+        self._versions[stream] = _StreamState(last_version, size)
+
+    def _stream_fd(self, stream: str) -> int:
+        """An append descriptor of an existing stream log, kept open for the next append."""
+        fd = self._stream_fds.get(stream)
+        if fd is not None:
+            self._stream_fds.move_to_end(stream)
+            return fd
+        fd = os.open(self._path(stream), os.O_WRONLY | os.O_APPEND)
+        self._stream_fds[stream] = fd
+        if len(self._stream_fds) > OPEN_STREAMS:
+            os.close(self._stream_fds.popitem(last=False)[1])
+        return fd
+
+    def _close_stream_fd(self, stream: str) -> None:
+        fd = self._stream_fds.pop(stream, None)
+        if fd is not None:
+            os.close(fd)
+
+    # -- appending ---------------------------------------------------------------------
+
+    def append_many(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        """Append to several streams, all or nothing, durable on return (group commit).
+
+        Callers in threads share commits: one of them leads a batch while the others wait.
+        """
+        if self.readonly:
+            raise StorageError("store opened read-only")
+        planning.validate(batch)
+        request = Request(batch)
+        taken: list[Request] = []
+        with self._cond:
+            self._queue.append(request)
+            while not request.done and self._leading:
+                self._cond.wait()
+            if not request.done:
+                self._leading = True
+                taken, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        if taken:
+            try:
+                self.commit(taken)
+            finally:
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def commit(self, requests: list[Request], on_durable: Callable[[], None] | None = None) -> None:
+        """Decide and write a batch; every request ends with a result or an error.
+
+        `on_durable` runs once the batch is durable in the feed, before the stream logs
+        are written, so that waiters can be answered while this thread finishes.
+        Reads of stream logs in this process wait until that is done.
+        """
+        try:
+            if self._closed:
+                raise StoreClosed("store is closed")
+            self._committer = threading.get_ident()
+            with self._locked():
+                self._refresh()
+                planned = self._plan(requests)
+                if planned:
+                    self._write(planned, on_durable)
+        except BaseException as exc:
+            for r in requests:
+                if r.result is None and r.error is None:
+                    r.error = exc if isinstance(exc, JobtrailError) else _storage_error(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for r in requests:
+                if r.result is None and r.error is None:
+                    r.error = StorageError("append was not completed")
+                r.done = True
+            with self._cond:
+                if self._applying:
+                    self._applying = False
+                    self._cond.notify_all()
+
+    def _plan(self, requests: list[Request]) -> list[_Planned]:
+        """Decide every request in order; later requests see earlier ones of the batch."""
+        overlay: dict[str, int] = {}
+        pending: dict[tuple[str, str], RecordedEvent] = {}
+        position = self._mark.next_position
+        now = self._clock()
+        out = []
+
+        def version_of(stream: str) -> int:
+            return overlay[stream] if stream in overlay else self._stream_state(stream).version
+
+        def lookup(stream: str, event_id: str) -> RecordedEvent | None:
+            return pending.get((stream, event_id)) or self._lookup(stream, event_id)
+
+        for r in requests:
+            try:
+                recorded, fresh = planning.plan(
+                    r.batch, version_of=version_of, lookup=lookup, next_position=position, now=now
+                )
+            except JobtrailError as exc:
+                r.error = exc
+                continue
+            events = [e for group in recorded for e in group]
+            if not fresh or not events:
+                r.result = recorded
+                continue
+            for e in events:
+                overlay[e.stream] = e.version
+                pending[(e.stream, e.id)] = e
+            position = events[-1].position + 1
+            out.append(_Planned(r, recorded, events))
+        return out
+
+    def _write(self, planned: list[_Planned], on_durable: Callable[[], None] | None) -> None:
+        for p in planned:
+            encoded = encode_each(p.events)
+            whole = pack(encoded)
+            p.feed_frame = framing.frame(p.events[0].position, len(p.events), whole)
+            i = 0
+            for group in p.recorded:
+                if group:
+                    one = len(group) == len(p.events)
+                    payload = whole if one else pack(encoded[i : i + len(group)])
+                    record = framing.frame(group[0].version, len(group), payload)
+                    p.stream_frames.append((group[0].stream, group[-1].version, record))
+                i += len(group)
+        start = self._mark.end
+        landed = self._write_feed(planned, start)
+        self._sync(self._feed_fd)  # the commit point: from here on the batch is durable
+        with self._cond:
+            self._applying = True
+        for p in landed:
+            p.request.result = p.recorded
+        if on_durable is not None:
+            on_durable()
+        for p in landed:
+            for stream, last_version, record in p.stream_frames:
+                self._write_stream(stream, last_version, record)
+        end = start + sum(len(p.feed_frame) for p in landed)
+        self._write_mark(end, landed[-1].events[-1].position + 1)
+
+    def _write_feed(self, planned: list[_Planned], start: int) -> list[_Planned]:
+        """Write the batch to the feed; on a short or failed write keep only whole records.
+
+        A record that is whole in the feed is visible to readers at once, so it stays:
+        its request is committed. A partial record is cut off, so nothing half-written
+        remains, and the requests from it on get a StorageError.
+        """
+        data = b"".join(p.feed_frame for p in planned)
+        written = 0
+        error: OSError | None = None
+        while written < len(data):
+            try:
+                n = os.write(self._feed_fd, data[written:])
+            except OSError as exc:
+                error = exc
+                break
+            if n == 0:
+                error = OSError(errno.ENOSPC, "short write")
+                break
+            written += n
+        if error is None:
+            return planned
+        landed: list[_Planned] = []
+        whole = 0
+        for p in planned:
+            if whole + len(p.feed_frame) > written:
+                break
+            whole += len(p.feed_frame)
+            landed.append(p)
+        os.ftruncate(self._feed_fd, start + whole)
+        for p in planned[len(landed) :]:
+            p.request.error = _storage_error(error)
+        if not landed:
+            raise _storage_error(error)
+        return landed
+
+    # -- reading, without the lock -----------------------------------------------------
+
+    def _lookup(self, stream: str, event_id: str) -> RecordedEvent | None:
+        for e in self.read_stream(stream):
+            if e.id == event_id:
+                return e
+        return None
+
+    def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        """The valid events of a stream's log from `from_version` on.
+
+        Waits while this process is writing an acknowledged batch to the stream logs, so a
+        read after an append always sees it.
+        """
+        path = self._path(stream)
+        if self._applying and threading.get_ident() != self._committer:
+            with self._cond:
+                while self._applying:
+                    self._cond.wait()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return []
+        try:
+            if not framing.check_file_header(os.pread(fd, framing.FILE_HEADER.size, 0), 1):
+                return []
+            out: list[RecordedEvent] = []
+            tail = Tail(0, 1, 0)
+            for f in read_frames(fd, framing.FILE_HEADER.size, 1, tail):
+                if f.seq + f.count > from_version:
+                    out.extend(e for e in unpack(f.payload) if e.version >= from_version)
+            return out
+        finally:
+            os.close(fd)
+
+    def stream_version(self, stream: str) -> int:
+        events = self.read_stream(stream)
+        return events[-1].version if events else 0
+
+    def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to `limit` events of the feed's valid prefix from `from_position` on."""
+        out: list[RecordedEvent] = []
+        if limit <= 0:
+            return out
+        from_position = max(from_position, 1)
+        for f in self._frames_from(from_position):
+            if f.seq + f.count <= from_position:
+                continue
+            for e in unpack(f.payload):
+                if e.position >= from_position:
+                    out.append(e)
+            if len(out) >= limit:
+                break
+        return out[:limit]
+
+    def iter_all(self, from_position: int = 1) -> Iterator[list[RecordedEvent]]:
+        """Every event of the feed from `from_position` on, one record at a time."""
+        for f in self._frames_from(from_position):
+            if f.seq + f.count > from_position:
+                yield [e for e in unpack(f.payload) if e.position >= from_position]
+
+    def head(self) -> int:
+        """The position of the last event in the feed's valid prefix."""
+        last = 0
+        for f in self._frames_from(self._hint[0]):
+            last = f.seq + f.count - 1
+        return max(last, self._hint[0] - 1)
+
+    def _frames_from(self, position: int) -> Iterator[framing.Frame]:
+        """Frames from the one holding `position` (or an earlier one) to the valid end."""
+        with self._index_lock:
+            if position >= self._hint[0]:
+                seq, off = self._hint
+            else:
+                i = bisect.bisect_right(self._index_pos, position) - 1
+                seq, off = self._index_pos[i], self._index_off[i]
+        tail = Tail(off, seq, 0)
+        for f in read_frames(self._read_fd, off, seq, tail):
+            if f.seq >= self._index_pos[-1] + INDEX_EVERY:
+                with self._index_lock:
+                    if f.seq >= self._index_pos[-1] + INDEX_EVERY:
+                        self._index_pos.append(f.seq)
+                        self._index_off.append(f.offset)
+            yield f
+        with self._index_lock:
+            if tail.next_seq > self._hint[0]:
+                self._hint = (tail.next_seq, tail.end)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Sync what the stream logs hold and record a checkpoint, then close the files."""
+        if self._closed and self._feed_fd < 0:
+            return
+        was_open = not self._closed
+        self._closed = True
+        with self._cond:
+            while self._leading:
+                self._cond.wait()
+        if self._feed_fd >= 0 and was_open:
+            with self._locked():
+                mark = self._read_mark()
+                if mark is not None:
+                    os.sync()
+                    write_checkpoint(
+                        self.layout.checkpoint, Checkpoint(boot_id(), mark.end, mark.next_position)
+                    )
+        for fd in self._stream_fds.values():
+            os.close(fd)
+        self._stream_fds.clear()
+        if self._mark_map is not None:
+            self._mark_map.close()
+            self._mark_map = None
+        for fd in (self._feed_fd, self._mark_fd, self._read_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._feed_fd = self._mark_fd = self._read_fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n == 0:
+            raise OSError(errno.ENOSPC, "short write")
+        view = view[n:]
+
+
+def _storage_error(exc: BaseException) -> StorageError:
+    return StorageError(f"storage could not be written: {exc}")

@@ -1,0 +1,197 @@
+"""The embedded default store: FileLog's files, with async calls and a live feed.
+
+Blocking file work runs in anyio worker threads, never on the event loop. One
+watchfiles watcher per store wakes every follower in this process when another
+process appends; followers also rescan on a short timer, since notices can be missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, NoReturn
+
+import anyio
+import watchfiles
+
+from eventstore import planning
+from eventstore.errors import StoreClosed
+from eventstore.filelog import MAX_BATCH, FileLog, Request, die, utcnow
+from eventstore.follow import Notifier, follow_feed
+from eventstore.records import AppendTo, RecordedEvent
+from eventstore.store import EventStore
+
+log = logging.getLogger("jobtrail.store")
+
+WATCH_STEP_MS = 5  # wake-up latency is one to two steps after a change
+WATCH_DEBOUNCE_MS = 50
+RESCAN_SECONDS = 0.5
+
+
+class FileStore(EventStore):
+    """An EventStore over a data directory; open it with `open_file_store`."""
+
+    def __init__(self, log_: FileLog, notifier: Notifier, rescan_seconds: float) -> None:
+        self.log = log_
+        self._notifier = notifier
+        self._rescan = rescan_seconds
+        self._limiter = anyio.CapacityLimiter(64)
+        self._committer = _Committer(log_, asyncio.get_running_loop())
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
+
+    async def append_many(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        planning.validate(batch)
+        recorded = await self._committer.submit(batch)
+        self._notifier.notify()
+        return recorded
+
+    async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        self.log.layout.stream_path(stream)  # validates the name before any I/O
+        events: list[RecordedEvent] = await self._run(self.log.read_stream, stream, from_version)
+        return events
+
+    async def stream_version(self, stream: str) -> int:
+        self.log.layout.stream_path(stream)
+        version: int = await self._run(self.log.stream_version, stream)
+        return version
+
+    async def read_all(self, from_position: int = 1, limit: int = 1000) -> list[RecordedEvent]:
+        events: list[RecordedEvent] = await self._run(self.log.read_all, from_position, limit)
+        return events
+
+    async def head(self) -> int:
+        position: int = await self._run(self.log.head)
+        return position
+
+    def follow(self, from_position: int = 1) -> AsyncIterator[RecordedEvent]:
+        return follow_feed(self.read_all, self._notifier, from_position, self._rescan)
+
+    async def aclose(self) -> None:
+        await self._run(self._committer.stop)
+        await self._run(self.log.close)
+
+
+@asynccontextmanager
+async def open_file_store(
+    root: Path | str,
+    *,
+    create: bool = True,
+    readonly: bool = False,
+    watch: bool = True,
+    rescan_seconds: float = RESCAN_SECONDS,
+    clock: Callable[[], datetime] = utcnow,
+    on_fatal: Callable[[BaseException], NoReturn] = die,
+) -> AsyncIterator[FileStore]:
+    """Open (and, with `create`, initialise) a data directory; close it on exit."""
+    file_log = await anyio.to_thread.run_sync(
+        partial(
+            FileLog, Path(root), create=create, readonly=readonly, clock=clock, on_fatal=on_fatal
+        )
+    )
+    notifier = Notifier()
+    store = FileStore(file_log, notifier, rescan_seconds)
+    stop = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            if watch:
+                tg.start_soon(_watch_feed, file_log.layout.feed_dir, notifier, stop)
+            try:
+                yield store
+            finally:
+                stop.set()
+    finally:
+        await store.aclose()
+
+
+async def _watch_feed(feed_dir: Path, notifier: Notifier, stop: anyio.Event) -> None:
+    """Turn file-system notices about the feed into wake-ups; restart the watcher on errors."""
+    while not stop.is_set():
+        try:
+            async for _ in watchfiles.awatch(
+                feed_dir,
+                watch_filter=lambda _change, path: path.endswith(".log"),
+                step=WATCH_STEP_MS,
+                debounce=WATCH_DEBOUNCE_MS,
+                rust_timeout=1000,
+                stop_event=stop,
+                recursive=False,
+            ):
+                notifier.notify()
+        except Exception as exc:  # a watcher limit or a vanished path: rescans still cover us
+            log.warning("feed watcher failed, relying on rescans: %r", exc)
+            with anyio.move_on_after(RESCAN_SECONDS * 4):
+                await stop.wait()
+
+
+class _Committer:
+    """One thread that group-commits the appends of this process's event loop.
+
+    A thread hop costs about as much as an fdatasync on these machines, so appends are
+    handed over with one queue put and answered with one loop callback per batch, as
+    soon as the batch is durable (the thread then writes the stream logs).
+    """
+
+    def __init__(self, file_log: FileLog, loop: asyncio.AbstractEventLoop) -> None:
+        self._log = file_log
+        self._loop = loop
+        self._queue: queue.SimpleQueue[tuple[Request, asyncio.Future[None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="jobtrail-commit", daemon=True)
+        self._thread.start()
+
+    async def submit(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        if self._stopped:
+            raise StoreClosed("store is closed")
+        request = Request(batch)
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((request, done))
+        await done
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            items = [item]
+            while len(items) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                items.append(more)
+            self._log.commit([r for r, _ in items], on_durable=partial(self._answer, items))
+            self._loop.call_soon_threadsafe(_resolve, [f for _, f in items])
+
+    def _answer(self, items: list[tuple[Request, asyncio.Future[None]]]) -> None:
+        """Wake the appenders whose requests are decided, as soon as the batch is durable."""
+        ready = [f for r, f in items if r.result is not None or r.error is not None]
+        self._loop.call_soon_threadsafe(_resolve, ready)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for f in futures:
+        if not f.done():
+            f.set_result(None)

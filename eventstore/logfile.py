@@ -1,0 +1,74 @@
+"""Reading one framed log file without a lock: the valid prefix, chunk by chunk.
+
+Bytes after the valid prefix are "not yet visible" to a reader: an append in flight,
+a torn tail a writer will set aside, or damage that `verify` reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from eventstore import framing
+
+CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class Tail:
+    """Where the valid prefix of a file ended, and what lies after it."""
+
+    end: int
+    next_seq: int
+    size: int
+    damaged: bool = False
+
+    @property
+    def trailing(self) -> int:
+        return self.size - self.end
+
+
+def read_frames(
+    fd: int, start: int, next_seq: int, tail: Tail, *, look_past: bool = False
+) -> Iterator[framing.Frame]:
+    """Yield the valid frames from `start`; fill `tail` with where they end.
+
+    `look_past` checks whether the bytes after the prefix hold a valid record (damage).
+    """
+    size = os.fstat(fd).st_size
+    off = start
+    want = CHUNK
+    while True:
+        buf = memoryview(os.pread(fd, max(want, CHUNK), off)) if off < size else memoryview(b"")
+        scan = framing.scan(buf, 0, next_seq, look_past=False)
+        for f in scan.frames:
+            f.offset += off
+            yield f
+        next_seq = scan.next_seq
+        consumed = scan.end
+        off += consumed
+        if off >= size or len(buf) == 0:
+            break
+        if not scan.trailing:
+            want = CHUNK  # the chunk ended on a record boundary: read on
+            continue
+        # A record straddles the chunk end, or the valid prefix ends here.
+        need = _record_size(buf, scan.end)
+        if need is None or off + need > size or need <= len(buf) - scan.end:
+            break
+        want = need
+    tail.end, tail.next_seq, tail.size = off, next_seq, size
+    if look_past and off < size:
+        rest = memoryview(os.pread(fd, size - off, off))
+        tail.damaged = framing.find_valid_after(rest, 0) is not None
+
+
+def _record_size(buf: memoryview, off: int) -> int | None:
+    """The full size of the record whose header starts at `off`, if the header is plausible."""
+    if len(buf) - off < framing.HEADER.size:
+        return framing.HEADER.size
+    magic, fmt, _flags, length, _seq, _count, _crc = framing.HEADER.unpack_from(buf, off)
+    if magic != framing.MAGIC or fmt != framing.FORMAT or length > framing.MAX_PAYLOAD:
+        return None
+    return framing.HEADER.size + int(length)

@@ -1,0 +1,1 @@
+"""The HTTP service, the command line and the wiring of store, projections and worker."""

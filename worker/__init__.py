@@ -1,0 +1,1 @@
+"""The worker: claims requested jobs, runs their handlers, appends the outcome."""
