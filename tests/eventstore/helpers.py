@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from eventstore import streams
 from eventstore.events import JobProgressed, JobRequested
 from eventstore.records import uuid7
@@ -17,3 +23,34 @@ def requested(site: str = "s1", user: str = "u1") -> JobRequested:
 
 def progressed(n: int) -> JobProgressed:
     return JobProgressed(progress=n % 101, message=f"step {n}")
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spawn(mode: str, *args: object) -> subprocess.Popen[str]:
+    """Start `tests/eventstore/procs.py MODE ARGS` as a real OS process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.eventstore.procs", mode, *map(str, args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen[str], prefix: str, within: float = 30.0) -> str:
+    """Read the child's stdout until a line starting with `prefix` (fails after `within` s)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(
+        f"child never printed {prefix!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
+    )
