@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -69,3 +70,34 @@ async def test_follower_in_another_process_sees_every_event_once_in_order(tmp_pa
         seen = [int(line.split()[1]) for line in out.splitlines() if line.startswith("SAW")]
         assert seen == list(range(1, 62))
         assert time.monotonic() - t0 < 30
+
+
+def test_a_restarted_follower_sees_every_event_once_while_appenders_are_killed(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    FileLog(data).close()
+    seen: list[int] = []
+    follower = spawn("follow", data, 1, 1 << 40)
+    wait_for_line(follower, "READY")
+    for round_ in range(6):
+        appender = spawn("crash", data, round_, 2)
+        wait_for_line(appender, "READY")
+        time.sleep(0.05 + 0.02 * round_)
+        appender.send_signal(signal.SIGKILL)
+        appender.communicate(timeout=30)
+        if round_ % 2 == 1:  # drop the follower, resume after the last position it printed
+            follower.send_signal(signal.SIGKILL)
+            out, _ = follower.communicate(timeout=30)
+            seen.extend(int(x.split()[1]) for x in out.splitlines() if x.startswith("SAW"))
+            follower = spawn("follow", data, (seen[-1] if seen else 0) + 1, 1 << 40)
+            wait_for_line(follower, "READY")
+    log = FileLog(data)  # recovery of the last kill
+    head = log.head()
+    log.close()
+    time.sleep(1.0)  # one rescan period and more: the follower must have caught up
+    follower.send_signal(signal.SIGKILL)
+    out, _ = follower.communicate(timeout=30)
+    seen.extend(int(x.split()[1]) for x in out.splitlines() if x.startswith("SAW"))
+    assert head > 0
+    assert seen == list(range(1, head + 1)), "every event once, in order, across restarts"
