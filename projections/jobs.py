@@ -1,0 +1,304 @@
+"""The job status view: a pure fold of one `job:<uuid>` stream, and the table of all jobs.
+
+Transitions (anything else leaves the status as it is; `rules.illegal_transition` names it):
+
+    (none)    --requested-->               pending
+    pending   --started-->                 running      (a new attempt of the current round)
+    running   --progressed-->              running
+    running   --completed-->               completed    (final)
+    running   --failed, will_retry-->      pending      (error kept; `retried` schedules it)
+    running   --failed-->                  failed       (final)
+    pending   --retried-->                 pending      (`next_attempt_at` of the retry)
+    failed    --retried, manual-->         pending      (a new round: attempts start from 0)
+    pending   --cancelled-->               cancelled    (final)
+    running   --cancelled-->               cancelled    (the handler stopped)
+
+Lenient on purpose, so a rebuild never raises: `completed` and `failed` also end a job that
+is pending (an imported or repaired history), and events after a final state are ignored,
+except a manual `retried` of a failed job. Ignored events still move `version` and
+`position`, because the service appends with `expected_version=view.version`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Final, Literal, assert_never
+
+import msgspec
+from msgspec.structs import replace
+
+from eventstore import streams
+from eventstore.events import (
+    DocumentAdded,
+    DocumentRemoved,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobProgressed,
+    JobRequested,
+    JobRetried,
+    JobStarted,
+    LeadEvaluated,
+    LeadSaved,
+    QuotaReserved,
+    QuotaSet,
+)
+from eventstore.records import RecordedEvent
+
+JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+FINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
+"""Statuses that only a manual retry (of a failed job) leaves again."""
+
+
+class JobView(msgspec.Struct, frozen=True, kw_only=True, gc=False, array_like=True):
+    """Everything the API shows of a job, small enough to hold 100,000s of them.
+
+    `gc=False`: views hold no cycles. `params`, `metadata` and `result` are kept as JSON
+    (a third of the size of the decoded dicts); the properties decode them, and the
+    service may embed the bytes as they are with `msgspec.Raw`. `array_like` keeps field
+    names out of checkpoints; the API's JSON is built by the service, not encoded from here.
+    """
+
+    job_id: str
+    job_type: str
+    site_id: str
+    user_id: str
+    params_json: bytes
+    metadata_json: bytes
+    priority: int
+    max_retries: int
+    status: JobStatus
+    created_at: datetime
+    created_position: int
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
+    progress: int = 0
+    progress_message: str = ""
+    result_json: bytes = b"null"
+    error: str | None = None
+    error_code: str | None = None
+    attempt: int = 0
+    retry_count: int = 0
+    next_attempt_at: datetime | None = None
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+    version: int
+    position: int
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return _decode_dict(self.params_json)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return _decode_dict(self.metadata_json)
+
+    @property
+    def result(self) -> Any:
+        return msgspec.json.decode(self.result_json)
+
+    @property
+    def can_retry(self) -> bool:
+        """A failed job an operator may start a new round of (API: `can_retry`)."""
+        return self.status == "failed" and self.retry_count < self.max_retries
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+
+_JSON: Final = msgspec.json.Encoder(enc_hook=repr)
+_JSON_DICT: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+def _decode_dict(data: bytes) -> dict[str, Any]:
+    try:
+        return _JSON_DICT.decode(data)
+    except msgspec.ValidationError:
+        return {}  # a dict `_json` had to keep as text (keys JSON cannot hold)
+
+
+def _json(value: object) -> bytes:
+    """JSON of a value from an event; a part JSON cannot hold is kept as its text."""
+    try:
+        return _JSON.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        return _JSON.encode(repr(value))
+
+
+def _name(value: str) -> str:
+    """Ids and codes recur across 100,000s of views: one copy of each in memory."""
+    return sys.intern(value)
+
+
+def awaiting_retry(view: JobView) -> bool:
+    """Pending after a failed attempt that will be retried, before `retried` scheduled it."""
+    return view.status == "pending" and view.error_code is not None and view.next_attempt_at is None
+
+
+def apply_job(view: JobView | None, recorded: RecordedEvent) -> JobView | None:
+    """The view after one event of the job's stream; None until the job was requested."""
+    if view is None:
+        if isinstance(recorded.event, JobRequested):
+            return _requested(recorded.event, recorded)
+        return None
+    changes = _changes(view, recorded)
+    if changes is None:
+        return replace(view, version=recorded.version, position=recorded.position)
+    return replace(
+        view,
+        **changes,
+        updated_at=recorded.recorded_at,
+        version=recorded.version,
+        position=recorded.position,
+    )
+
+
+def _requested(event: JobRequested, recorded: RecordedEvent) -> JobView:
+    job_id = streams.job_id_of(recorded.stream) or ""
+    return JobView(
+        job_id=job_id,
+        job_type=_name(event.job_type),
+        site_id=_name(event.site_id),
+        user_id=_name(event.user_id),
+        params_json=_json(event.params),
+        metadata_json=_json(event.metadata),
+        priority=event.priority,
+        max_retries=event.max_retries,
+        status="pending",
+        created_at=recorded.recorded_at,
+        created_position=recorded.position,
+        updated_at=recorded.recorded_at,
+        version=recorded.version,
+        position=recorded.position,
+    )
+
+
+def _changes(view: JobView, recorded: RecordedEvent) -> dict[str, Any] | None:
+    """The fields an event changes, or None when the rules ignore it."""
+    at = recorded.recorded_at
+    status = view.status
+    match recorded.event:
+        case JobRequested():
+            return None
+        case JobStarted(worker_id=worker_id, lease_expires_at=lease):
+            if status != "pending":
+                return None
+            return {
+                "status": "running",
+                "attempt": view.attempt + 1,
+                "started_at": at,
+                "worker_id": _name(worker_id) if worker_id else None,
+                "lease_expires_at": lease,
+                "next_attempt_at": None,
+                "progress": 0,
+                "progress_message": "",
+            }
+        case JobProgressed(progress=progress, message=message):
+            if status != "running":
+                return None
+            return {"progress": min(max(progress, 0), 100), "progress_message": _name(message)}
+        case JobCompleted(result=result):
+            if status in FINAL:
+                return None
+            return {
+                "status": "completed",
+                "completed_at": at,
+                "result_json": _json(result),
+                "progress": 100,
+                "error": None,
+                "error_code": None,
+                "next_attempt_at": None,
+            }
+        case JobFailed(error_code=code, error_message=message, will_retry=will_retry):
+            if status in FINAL:
+                return None
+            return {
+                "status": "pending" if will_retry else "failed",
+                "error": message,
+                "error_code": _name(code),
+                "retry_count": view.retry_count + 1,
+                "next_attempt_at": None,
+            }
+        case JobRetried(next_attempt_at=next_at, manual=True):
+            if status != "failed":
+                return None
+            return {
+                "status": "pending",
+                "attempt": 0,
+                "retry_count": 0,
+                "error": None,
+                "error_code": None,
+                "next_attempt_at": next_at,
+                "progress": 0,
+                "progress_message": "",
+            }
+        case JobRetried(next_attempt_at=next_at):
+            if status != "pending":
+                return None
+            return {"next_attempt_at": next_at}
+        case JobCancelled(by=by):
+            if status in FINAL:
+                return None
+            return {
+                "status": "cancelled",
+                "cancelled_at": at,
+                "cancelled_by": _name(by),
+                "next_attempt_at": None,
+            }
+        case (
+            QuotaReserved() | QuotaSet() | LeadSaved() | DocumentAdded() | DocumentRemoved()
+            | LeadEvaluated()
+        ):
+            return None
+        case _:
+            assert_never(recorded.event)
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(list[JobView])
+
+
+class JobTable:
+    """Every job's view by job id; owns its dict, so a fold over 100,000s of jobs copies none."""
+
+    name = "jobs"
+
+    def __init__(self) -> None:
+        self._views: dict[str, JobView] = {}
+
+    def apply(self, recorded: RecordedEvent) -> JobView | None:
+        """Fold one feed event in; returns the job's new view (None for other streams)."""
+        job_id = streams.job_id_of(recorded.stream)
+        if job_id is None:
+            return None
+        view = apply_job(self._views.get(job_id), recorded)
+        if view is not None:
+            self._views[job_id] = view
+        return view
+
+    def get(self, job_id: str) -> JobView | None:
+        return self._views.get(job_id)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __iter__(self) -> Iterator[JobView]:
+        return iter(self._views.values())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobTable) and self._views == other._views
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def dump(self) -> bytes:
+        return _ENCODER.encode(list(self._views.values()))
+
+    def load(self, data: bytes) -> None:
+        self._views = {v.job_id: v for v in _DECODER.decode(data)}

@@ -1,0 +1,202 @@
+"""Leads per site: a pure fold of each `lead:<site>:<lead>` stream, and the table of all leads.
+
+A new lead's status is "new". The older system's seeds (000, 003) show only one lead status,
+"ai_evaluated", set when an evaluation completes; the value a lead had before that is not
+shown, so we take the usual CRM word for a lead nobody has looked at yet. `LeadSaved`
+replaces the lead's own fields and keeps its status, score and documents.
+
+Besides its own stream the fold takes the `requested` event of every `ai_evaluation` job
+whose `metadata.lead_id` names the lead, to know the lead's latest evaluation job
+(`last_job_id`), which the service checks for a job still pending or processing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Final, assert_never
+
+import msgspec
+from msgspec.structs import replace
+
+from eventstore import streams
+from eventstore.events import (
+    DocumentAdded,
+    DocumentRemoved,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobProgressed,
+    JobRequested,
+    JobRetried,
+    JobStarted,
+    LeadEvaluated,
+    LeadSaved,
+    QuotaReserved,
+    QuotaSet,
+)
+from eventstore.records import RecordedEvent
+
+INITIAL_STATUS: Final = "new"
+EVALUATED_STATUS: Final = "ai_evaluated"
+EVALUATION_JOB_TYPE: Final = "ai_evaluation"
+
+
+class LeadDocument(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A document of a lead, as the API lists it (plus the blob's content hash)."""
+
+    id: str
+    document_type: str
+    mime_type: str
+    size: int
+    sha256: str
+    uploaded_at: datetime
+
+
+class LeadView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A lead: its own fields, evaluation outcome, documents, and the lead stream's version."""
+
+    site_id: str
+    lead_id: str
+    fields: dict[str, Any]
+    status: str = INITIAL_STATUS
+    ai_score: int | None = None
+    ai_label: str | None = None
+    evaluation_id: str | None = None
+    evaluation_job_id: str | None = None
+    last_job_id: str | None = None
+    documents: tuple[LeadDocument, ...] = ()
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    def document(self, document_id: str) -> LeadDocument | None:
+        return next((d for d in self.documents if d.id == document_id), None)
+
+
+def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | None:
+    """The lead after one event; None until it was first saved."""
+    at = recorded.recorded_at
+    event = recorded.event
+    if view is None:
+        if not isinstance(event, LeadSaved):
+            return None
+        category, parts = streams.parse(recorded.stream)
+        if category != streams.LEAD:
+            return None
+        return LeadView(
+            site_id=parts[0],
+            lead_id=parts[1],
+            fields=event.fields,
+            created_at=at,
+            updated_at=at,
+            version=recorded.version,
+        )
+    match event:
+        case LeadSaved(fields=fields):
+            return replace(view, fields=fields, updated_at=at, version=recorded.version)
+        case DocumentAdded():
+            document = LeadDocument(
+                id=event.document_id,
+                document_type=event.document_type,
+                mime_type=event.mime_type,
+                size=event.size,
+                sha256=event.sha256,
+                uploaded_at=event.uploaded_at,
+            )
+            documents = _without(view.documents, event.document_id)
+            return replace(
+                view, documents=(*documents, document), updated_at=at, version=recorded.version
+            )
+        case DocumentRemoved(document_id=document_id):
+            documents = _without(view.documents, document_id)
+            return replace(view, documents=documents, updated_at=at, version=recorded.version)
+        case LeadEvaluated():
+            return replace(
+                view,
+                status=EVALUATED_STATUS,
+                ai_score=event.score,
+                ai_label=event.label,
+                evaluation_id=event.evaluation_id,
+                evaluation_job_id=event.job_id,
+                updated_at=at,
+                version=recorded.version,
+            )
+        case JobRequested():
+            # From the job's own stream: not a change of the lead's stream or its version.
+            return replace(view, last_job_id=streams.job_id_of(recorded.stream))
+        case (
+            JobStarted() | JobProgressed() | JobCompleted() | JobFailed() | JobRetried()
+            | JobCancelled() | QuotaReserved() | QuotaSet()
+        ):
+            return view
+        case _:
+            assert_never(event)
+
+
+def _without(documents: tuple[LeadDocument, ...], document_id: str) -> tuple[LeadDocument, ...]:
+    return tuple(d for d in documents if d.id != document_id)
+
+
+def lead_of_job(event: JobRequested) -> tuple[str, str] | None:
+    """The (site, lead) an evaluation job is for, or None for another job type."""
+    lead_id = event.metadata.get("lead_id")
+    if event.job_type != EVALUATION_JOB_TYPE or not isinstance(lead_id, str):
+        return None
+    return (event.site_id, lead_id)
+
+
+class _State(msgspec.Struct, frozen=True):
+    leads: list[LeadView]
+
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(_State)
+
+
+class LeadTable:
+    """Every lead by (site, lead id); owns its dict and applies the per-lead fold."""
+
+    name = "leads"
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[str, str], LeadView] = {}
+
+    def apply(self, recorded: RecordedEvent) -> None:
+        """Fold one feed event in; events that concern no lead are ignored."""
+        event = recorded.event
+        if isinstance(event, LeadSaved | DocumentAdded | DocumentRemoved | LeadEvaluated):
+            category, parts = streams.parse(recorded.stream)
+            if category != streams.LEAD:
+                return
+            key = (parts[0], parts[1])
+        elif isinstance(event, JobRequested):
+            found = lead_of_job(event)
+            if found is None:
+                return
+            key = found
+        else:
+            return
+        view = apply_lead(self._views.get(key), recorded)
+        if view is not None:
+            self._views[key] = view
+
+    def get(self, site_id: str, lead_id: str) -> LeadView | None:
+        return self._views.get((site_id, lead_id))
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __iter__(self) -> Iterator[LeadView]:
+        return iter(self._views.values())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LeadTable) and self._views == other._views
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def dump(self) -> bytes:
+        return _ENCODER.encode(_State(list(self._views.values())))
+
+    def load(self, data: bytes) -> None:
+        self._views = {(v.site_id, v.lead_id): v for v in _DECODER.decode(data).leads}
