@@ -121,8 +121,9 @@ class FileLog:
         self._queue: list[Request] = []
         self._applying = False
         self._committer = 0
-        self._fresh: set[str] = set()
-        self._cache_valid = False
+        self._fresh: set[str] = set()  # cached versions checked since the last foreign write
+        self._recovering = False
+        self._commit_lock = threading.Lock()
         self._paths: dict[str, str] = {}
         self._leading = False
         self._versions: dict[str, _StreamState] = {}
@@ -137,14 +138,22 @@ class FileLog:
         self._mark_map: mmap.mmap | None = None
         self._stream_fds: OrderedDict[str, int] = OrderedDict()
         if not readonly:
-            self._feed_fd = os.open(self.layout.feed, os.O_RDWR | os.O_APPEND)
-            self._mark_fd = os.open(self.layout.mark, os.O_RDWR | os.O_CREAT, 0o644)
-            if os.fstat(self._mark_fd).st_size < MARK_SIZE:
-                os.ftruncate(self._mark_fd, MARK_SIZE)
-            # Shared memory with every process on this directory: no syscall per commit.
-            self._mark_map = mmap.mmap(self._mark_fd, MARK_SIZE)
-            with self._locked():
-                self._open_recovery()
+            try:
+                self._open_writer()
+            except BaseException:
+                self._closed = True
+                self._release()
+                raise
+
+    def _open_writer(self) -> None:
+        self._feed_fd = os.open(self.layout.feed, os.O_RDWR | os.O_APPEND)
+        self._mark_fd = os.open(self.layout.mark, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.fstat(self._mark_fd).st_size < MARK_SIZE:
+            os.ftruncate(self._mark_fd, MARK_SIZE)
+        # Shared memory with every process on this directory: no syscall per commit.
+        self._mark_map = mmap.mmap(self._mark_fd, MARK_SIZE)
+        with self._locked():
+            self._open_recovery()
 
     # -- set-up and recovery ---------------------------------------------------------
 
@@ -199,8 +208,8 @@ class FileLog:
         """
         mark = self._read_mark()
         size = os.fstat(self._feed_fd).st_size
-        self._cache_valid = mark is not None and mark == self._mark and size == mark.end
-        self._fresh.clear()
+        if mark is None or mark != self._mark or size != mark.end:
+            self._fresh.clear()  # someone else wrote: every cached version needs a stat
         if mark is None:  # lost or damaged: start over from the feed itself
             self._mark = Mark(FEED_START, 1, time.time_ns())
             self._recover_from(self._mark, reconcile_streams=True)
@@ -215,6 +224,13 @@ class FileLog:
 
     def _recover_from(self, start: Mark, *, reconcile_streams: bool) -> None:
         """Apply the complete feed records after `start` to the streams; set aside the rest."""
+        self._recovering = True
+        try:
+            self._recover(start, reconcile_streams=reconcile_streams)
+        finally:
+            self._recovering = False
+
+    def _recover(self, start: Mark, *, reconcile_streams: bool) -> None:
         tail = Tail(start.end, start.next_position, 0)
         batch: list[RecordedEvent] = []
         for f in read_frames(self._feed_fd, start.end, start.next_position, tail, look_past=True):
@@ -311,7 +327,7 @@ class FileLog:
         here, before anyone appends.
         """
         cached = self._versions.get(stream)
-        if cached is not None and (self._cache_valid or stream in self._fresh):
+        if cached is not None and stream in self._fresh:
             return cached
         path = self._path(stream)
         try:
@@ -338,6 +354,10 @@ class FileLog:
                     raise CorruptionError(
                         f"{path}: damage at offset {tail.end} followed by valid records"
                     )
+                if tail.trailing and not self._recovering:
+                    # Only a holder that died mid-copy leaves a torn stream tail, and then
+                    # the feed is longer than the mark: anything else is damage.
+                    raise CorruptionError(f"{path}: damaged record at offset {tail.end}")
                 if tail.trailing:
                     self._set_aside(fd, Path(path), tail.end, tail.size)
                 state = _StreamState(tail.next_seq - 1, tail.end)
@@ -345,6 +365,7 @@ class FileLog:
                 os.close(fd)
         if len(self._versions) >= VERSION_CACHE:
             self._versions.clear()
+            self._fresh.clear()
         self._versions[stream] = state
         self._fresh.add(stream)
         return state
@@ -402,7 +423,9 @@ class FileLog:
                 self._cond.wait()
             if not request.done:
                 self._leading = True
-                taken, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._queue.remove(request)
+                others, self._queue = self._queue[: MAX_BATCH - 1], self._queue[MAX_BATCH - 1 :]
+                taken = [request, *others]
         if taken:
             try:
                 self.commit(taken)
@@ -425,8 +448,8 @@ class FileLog:
         try:
             if self._closed:
                 raise StoreClosed("store is closed")
-            self._committer = threading.get_ident()
-            with self._locked():
+            with self._commit_lock, self._locked():
+                self._committer = threading.get_ident()
                 self._refresh()
                 planned = self._plan(requests)
                 if planned:
@@ -473,26 +496,20 @@ class FileLog:
             if not fresh or not events:
                 r.result = recorded
                 continue
+            planned = _Planned(r, recorded, events)
+            try:
+                _encode(planned)
+            except EventTooLarge as exc:
+                r.error = exc
+                continue
             for e in events:
                 overlay[e.stream] = e.version
                 pending[(e.stream, e.id)] = e
             position = events[-1].position + 1
-            out.append(_Planned(r, recorded, events))
+            out.append(planned)
         return out
 
     def _write(self, planned: list[_Planned], on_durable: Callable[[], None] | None) -> None:
-        for p in planned:
-            encoded = encode_each(p.events)
-            whole = pack(encoded)
-            p.feed_frame = framing.frame(p.events[0].position, len(p.events), whole)
-            i = 0
-            for group in p.recorded:
-                if group:
-                    one = len(group) == len(p.events)
-                    payload = whole if one else pack(encoded[i : i + len(group)])
-                    record = framing.frame(group[0].version, len(group), payload)
-                    p.stream_frames.append((group[0].stream, group[-1].version, record))
-                i += len(group)
         start = self._mark.end
         landed = self._write_feed(planned, start)
         self._sync(self._feed_fd)  # the commit point: from here on the batch is durable
@@ -613,7 +630,13 @@ class FileLog:
         return max(last, self._hint[0] - 1)
 
     def _frames_from(self, position: int) -> Iterator[framing.Frame]:
-        """Frames from the one holding `position` (or an earlier one) to the valid end."""
+        """Frames from the one holding `position` (or an earlier one) to the valid end.
+
+        Raises CorruptionError when the valid prefix ends before the mark: those bytes were
+        complete before this read began, so they are damage, not an append in flight.
+        """
+        position = max(position, 1)
+        mark = self._current_mark()
         with self._index_lock:
             if position >= self._hint[0]:
                 seq, off = self._hint
@@ -628,9 +651,19 @@ class FileLog:
                         self._index_pos.append(f.seq)
                         self._index_off.append(f.offset)
             yield f
+        if mark is not None and tail.end < mark.end:
+            raise CorruptionError(f"{self.layout.feed}: damaged record at offset {tail.end}")
         with self._index_lock:
             if tail.next_seq > self._hint[0]:
                 self._hint = (tail.next_seq, tail.end)
+
+    def _current_mark(self) -> Mark | None:
+        if self._mark_map is not None:
+            return self._read_mark()
+        try:
+            return decode_mark(self.layout.mark.read_bytes())
+        except OSError:
+            return None
 
     # -- closing -----------------------------------------------------------------------
 
@@ -644,13 +677,16 @@ class FileLog:
             while self._leading:
                 self._cond.wait()
         if self._feed_fd >= 0 and was_open:
-            with self._locked():
+            with self._commit_lock, self._locked():
                 mark = self._read_mark()
                 if mark is not None:
                     os.sync()
                     write_checkpoint(
                         self.layout.checkpoint, Checkpoint(boot_id(), mark.end, mark.next_position)
                     )
+        self._release()
+
+    def _release(self) -> None:
         for fd in self._stream_fds.values():
             os.close(fd)
         self._stream_fds.clear()
@@ -661,6 +697,30 @@ class FileLog:
             if fd >= 0:
                 os.close(fd)
         self._feed_fd = self._mark_fd = self._read_fd = -1
+
+
+class EventTooLarge(JobtrailError):
+    """One append's events encode to more than a record may hold."""
+
+    code = "PayloadTooLarge"
+    status = 413
+
+
+def _encode(p: _Planned) -> None:
+    """Frame the feed record and the stream records of one append (payloads encoded once)."""
+    encoded = encode_each(p.events)
+    whole = pack(encoded)
+    if len(whole) > framing.MAX_PAYLOAD:
+        raise EventTooLarge(f"an append may hold at most {framing.MAX_PAYLOAD} bytes of events")
+    p.feed_frame = framing.frame(p.events[0].position, len(p.events), whole)
+    i = 0
+    for group in p.recorded:
+        if group:
+            one = len(group) == len(p.events)
+            payload = whole if one else pack(encoded[i : i + len(group)])
+            record = framing.frame(group[0].version, len(group), payload)
+            p.stream_frames.append((group[0].stream, group[-1].version, record))
+        i += len(group)
 
 
 def _write_all(fd: int, data: bytes) -> None:

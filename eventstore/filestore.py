@@ -147,15 +147,17 @@ class _Committer:
             queue.SimpleQueue()
         )
         self._stopped = False
+        self._stopping = threading.Lock()  # no request may be queued behind the stop sentinel
         self._thread = threading.Thread(target=self._run, name="jobtrail-commit", daemon=True)
         self._thread.start()
 
     async def submit(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
-        if self._stopped:
-            raise StoreClosed("store is closed")
         request = Request(batch)
         done: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put((request, done))
+        with self._stopping:
+            if self._stopped:
+                raise StoreClosed("store is closed")
+            self._queue.put((request, done))
         await done
         if request.error is not None:
             raise request.error
@@ -163,8 +165,11 @@ class _Committer:
         return request.result
 
     def stop(self) -> None:
-        self._stopped = True
-        self._queue.put(None)
+        with self._stopping:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._queue.put(None)
         self._thread.join()
 
     def _run(self) -> None:

@@ -110,8 +110,33 @@ def scan(buf: memoryview, start: int, next_seq: int, *, look_past: bool = True) 
     out.next_seq = next_seq
     out.trailing = len(buf) - off
     if look_past and out.trailing:
-        out.damaged = find_valid_after(buf, off) is not None
+        out.damaged = damaged(buf[off:])
     return out
+
+
+def damaged(rest: memoryview) -> bool:
+    """Whether the bytes after a valid prefix hold damage rather than a torn tail.
+
+    A torn tail is a record cut short by a crash: its header claims more bytes than the
+    file has. Only a valid record found after the bad one means damage; the search skips
+    the bad record's own payload, which may embed anything a client sent.
+    """
+    if _valid_at(rest, 0, None) is not None:
+        return True  # a whole valid record in the wrong place: a gap or a duplicate
+    size = plausible_size(rest, 0)
+    if size is not None and size > len(rest):
+        return False
+    return find_valid_after(rest, size if size is not None else 1) is not None
+
+
+def plausible_size(buf: memoryview, off: int) -> int | None:
+    """The full size of the record whose header starts at `off`, if the header is plausible."""
+    if len(buf) - off < HEADER.size:
+        return HEADER.size
+    magic, fmt, _flags, length, _seq, _count, _crc = HEADER.unpack_from(buf, off)
+    if magic != MAGIC or fmt != FORMAT or length > MAX_PAYLOAD:
+        return None
+    return HEADER.size + int(length)
 
 
 def find_valid_after(buf: memoryview, start: int) -> int | None:

@@ -54,21 +54,10 @@ def read_frames(
             want = CHUNK  # the chunk ended on a record boundary: read on
             continue
         # A record straddles the chunk end, or the valid prefix ends here.
-        need = _record_size(buf, scan.end)
+        need = framing.plausible_size(buf, scan.end)
         if need is None or off + need > size or need <= len(buf) - scan.end:
             break
         want = need
     tail.end, tail.next_seq, tail.size = off, next_seq, size
     if look_past and off < size:
-        rest = memoryview(os.pread(fd, size - off, off))
-        tail.damaged = framing.find_valid_after(rest, 0) is not None
-
-
-def _record_size(buf: memoryview, off: int) -> int | None:
-    """The full size of the record whose header starts at `off`, if the header is plausible."""
-    if len(buf) - off < framing.HEADER.size:
-        return framing.HEADER.size
-    magic, fmt, _flags, length, _seq, _count, _crc = framing.HEADER.unpack_from(buf, off)
-    if magic != framing.MAGIC or fmt != framing.FORMAT or length > framing.MAX_PAYLOAD:
-        return None
-    return framing.HEADER.size + int(length)
+        tail.damaged = framing.damaged(memoryview(os.pread(fd, size - off, off)))

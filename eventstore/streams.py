@@ -16,7 +16,7 @@ _ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _UUID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
-_MONTH: Final = re.compile(r"(\d{4})-(\d{2})")
+_MONTH: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 
 JOB: Final = "job"
 USAGE: Final = "usage"

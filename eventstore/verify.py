@@ -48,6 +48,15 @@ class _FromFeed:
     digest: int = 0
     applied_version: int = 0  # version before the not-yet-applied tail of the feed
     applied_digest: int = 0
+    pending: dict[int, int] = field(default_factory=dict)  # digest at each unapplied version
+
+    def matches(self, version: int, digest: int) -> str | None:
+        """'ok', 'pending' (a prefix a dead writer left, recovery completes it) or None."""
+        if (version, digest) == (self.version, self.digest):
+            return "ok"
+        if (version, digest) == (self.applied_version, self.applied_digest):
+            return "pending"
+        return "pending" if self.pending.get(version) == digest else None
 
 
 @dataclass(slots=True)
@@ -63,15 +72,16 @@ def verify(root: Path | str) -> Report:
     layout = Layout(Path(root))
     layout.require()
     check = _Check()
-    expected = _walk_feed(layout, check)
-    _walk_streams(layout, expected, check)
+    expected, snapshot_end = _walk_feed(layout, check)
+    _walk_streams(layout, expected, snapshot_end, check)
     for p in sorted(layout.quarantine.iterdir()):
         check.add("info", "set_aside", p.name, f"{p.stat().st_size} bytes set aside by recovery")
     check.report.findings.sort(key=lambda f: f.severity != "error")
     return check.report
 
 
-def _walk_feed(layout: Layout, check: _Check) -> dict[str, _FromFeed]:
+def _walk_feed(layout: Layout, check: _Check) -> tuple[dict[str, _FromFeed], int]:
+    """Per stream, what the feed says it holds; and the position the walk stopped before."""
     per_stream: dict[str, _FromFeed] = {}
     try:
         mark = decode_mark(layout.mark.read_bytes())
@@ -82,7 +92,7 @@ def _walk_feed(layout: Layout, check: _Check) -> dict[str, _FromFeed]:
     try:
         if not framing.check_file_header(os.pread(fd, framing.FILE_HEADER.size, 0), 0):
             check.add("error", "bad_file", "feed", "the feed has no valid header")
-            return per_stream
+            return per_stream, 1
         tail = Tail(0, 1, 0)
         for f in read_frames(fd, framing.FILE_HEADER.size, 1, tail, look_past=True):
             for e in unpack(f.payload):
@@ -96,22 +106,29 @@ def _walk_feed(layout: Layout, check: _Check) -> dict[str, _FromFeed]:
                         e.stream,
                         f"version {e.version} at position {e.position} follows {s.version}",
                     )
-                if e.position < applied_before:
-                    s.applied_version = e.version
-                    s.applied_digest = zlib.crc32(e.id.encode(), s.digest)
                 s.version = e.version
                 s.digest = zlib.crc32(e.id.encode(), s.digest)
+                if e.position < applied_before:
+                    s.applied_version, s.applied_digest = s.version, s.digest
+                else:
+                    s.pending[s.version] = s.digest
                 check.report.events += 1
         check.report.bytes += tail.size
-        _report_tail(check, "feed", tail)
+        if mark is not None and tail.end < mark.end and not tail.damaged:
+            check.add("error", "damage", "feed", f"damaged record at offset {tail.end}")
+        else:
+            _report_tail(check, "feed", tail)
         if mark is not None and tail.end > mark.end:
             check.add("info", "pending", "feed", "records after the mark await recovery")
     finally:
         os.close(fd)
-    return per_stream
+    return per_stream, tail.next_seq
 
 
-def _walk_streams(layout: Layout, expected: dict[str, _FromFeed], check: _Check) -> None:
+def _walk_streams(
+    layout: Layout, expected: dict[str, _FromFeed], snapshot_end: int, check: _Check
+) -> None:
+    """Compare each stream log with the feed, ignoring what was appended after the feed walk."""
     seen: set[str] = set()
     for path in layout.stream_files():
         try:
@@ -121,11 +138,12 @@ def _walk_streams(layout: Layout, expected: dict[str, _FromFeed], check: _Check)
             continue
         seen.add(stream)
         check.report.streams += 1
-        version, digest = _walk_stream(path, stream, check)
+        version, digest = _walk_stream(path, stream, snapshot_end, check)
         want = expected.get(stream, _FromFeed())
-        if (version, digest) == (want.version, want.digest):
+        verdict = want.matches(version, digest)
+        if verdict == "ok":
             continue
-        if (version, digest) == (want.applied_version, want.applied_digest):
+        if verdict == "pending":
             check.add("info", "pending", stream, "the feed's newest events await recovery")
         else:
             check.add(
@@ -145,8 +163,9 @@ def _walk_streams(layout: Layout, expected: dict[str, _FromFeed], check: _Check)
             )
 
 
-def _walk_stream(path: Path, stream: str, check: _Check) -> tuple[int, int]:
+def _walk_stream(path: Path, stream: str, snapshot_end: int, check: _Check) -> tuple[int, int]:
     digest = 0
+    version = 0
     fd = os.open(path, os.O_RDONLY)
     try:
         head = os.pread(fd, framing.FILE_HEADER.size, 0)
@@ -164,9 +183,11 @@ def _walk_stream(path: Path, stream: str, check: _Check) -> tuple[int, int]:
             for e in unpack(f.payload):
                 if e.stream != stream:
                     check.add("error", "disagreement", stream, f"holds an event of {e.stream}")
-                digest = zlib.crc32(e.id.encode(), digest)
+                if e.position < snapshot_end:  # later ones came after the feed was read
+                    digest = zlib.crc32(e.id.encode(), digest)
+                    version = e.version
         _report_tail(check, stream, tail)
-        return tail.next_seq - 1, digest
+        return version, digest
     finally:
         os.close(fd)
 
@@ -174,5 +195,5 @@ def _walk_stream(path: Path, stream: str, check: _Check) -> tuple[int, int]:
 def _report_tail(check: _Check, where: str, tail: Tail) -> None:
     if tail.damaged:
         check.add("error", "damage", where, f"damage at offset {tail.end} before valid records")
-    elif tail.trailing:
+    elif tail.trailing > 0:
         check.add("info", "torn_tail", where, f"{tail.trailing} bytes after offset {tail.end}")

@@ -17,8 +17,8 @@ def job_stream() -> str:
     return streams.job(str(uuid7()))
 
 
-def requested(site: str = "s1", user: str = "u1") -> JobRequested:
-    return JobRequested(job_type="noop", site_id=site, user_id=user)
+def requested(site: str = "s1", user: str = "u1", pad: int = 0) -> JobRequested:
+    return JobRequested(job_type="noop", site_id=site, user_id=user, params={"pad": "x" * pad})
 
 
 def progressed(n: int) -> JobProgressed:

@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from eventstore import NO_STREAM, AppendTo, CorruptionError, StorageError, new
-from eventstore.filelog import FileLog
+from eventstore import (
+    NO_STREAM,
+    AppendTo,
+    CorruptionError,
+    StorageError,
+    WrongExpectedVersion,
+    framing,
+    new,
+)
+from eventstore.events import JobRequested
+from eventstore.filelog import EventTooLarge, FileLog
 from eventstore.records import RecordedEvent
 from eventstore.verify import verify
 from tests.eventstore.helpers import job_stream, progressed, requested, spawn
@@ -136,3 +145,63 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing_half_written(tmp_path: 
 
 def test_storage_error_is_a_storage_error() -> None:
     assert StorageError.code == "StorageUnavailable" and StorageError.status == 503
+
+
+def test_a_cached_version_is_rechecked_after_another_writer(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    a, b = FileLog(data), FileLog(data)
+    s, t = job_stream(), job_stream()
+    a.append_many([AppendTo(s, [new(requested())], NO_STREAM)])
+    b.append_many([AppendTo(s, [new(progressed(1))], 1)])  # b moves s on
+    a.append_many([AppendTo(t, [new(requested())], NO_STREAM)])  # a writes elsewhere
+    with pytest.raises(WrongExpectedVersion):
+        a.append_many([AppendTo(s, [new(progressed(1))], 1)])
+    a.close()
+    b.close()
+    assert verify(data).ok
+
+
+def test_a_torn_record_whose_payload_embeds_a_frame_is_still_a_torn_tail(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    log = FileLog(data)
+    s = job_stream()
+    fake = framing.frame(99, 1, b"\x90")  # a valid frame hidden inside a client's string
+    log.append_many([AppendTo(s, [new(requested())], NO_STREAM)])
+    log.close()
+    whole = tmp_path / "whole"
+    shutil.copytree(data, whole)
+    big = JobRequested(job_type="x", site_id="s1", user_id="u1", params={"p": fake.hex()})
+    log = FileLog(whole)
+    log.append_many([AppendTo(job_stream(), [new(big)], NO_STREAM)])
+    log.close()
+    start = (data / "feed" / "feed.log").stat().st_size
+    record = (whole / "feed" / "feed.log").read_bytes()[start:]
+    with (data / "feed" / "feed.log").open("ab") as f:
+        f.write(record[:-3])
+    assert verify(data).ok
+    FileLog(data).close()  # recovery sets it aside instead of refusing to start
+    assert verify(data).ok
+
+
+def test_an_oversized_append_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(framing, "MAX_PAYLOAD", 4096)
+    log = FileLog(tmp_path / "data")
+    with pytest.raises(EventTooLarge):
+        log.append_many([AppendTo(job_stream(), [new(requested(pad=5000))], NO_STREAM)])
+    ok = log.append_many([AppendTo(job_stream(), [new(requested())], NO_STREAM)])
+    assert ok[0][0].position == 1
+    log.close()
+
+
+def test_damage_in_the_newest_record_of_a_stream_log_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    s, events = _store_with_events(data)
+    path = FileLog(data, readonly=True).layout.stream_path(s)
+    _flip(path, path.stat().st_size - 5)
+    log = FileLog(data)
+    with pytest.raises(CorruptionError):
+        log.append_many([AppendTo(s, [new(progressed(9))], len(events))])
+    log.close()
+    assert not verify(data).ok
