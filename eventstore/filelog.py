@@ -119,8 +119,6 @@ class FileLog:
         self._closed = False
         self._cond = threading.Condition()
         self._queue: list[Request] = []
-        self._applying = False
-        self._committer = 0
         self._fresh: set[str] = set()  # cached versions checked since the last foreign write
         self._recovering = False
         self._commit_lock = threading.Lock()
@@ -194,11 +192,37 @@ class FileLog:
         start = Mark(cp.end, cp.next_position) if cp and cp.end <= size else Mark(FEED_START, 1)
         self._mark = Mark(start.end, start.next_position, time.time_ns())
         self._recover_from(self._mark, reconcile_streams=True)
+        since = self.layout.checkpoint.stat().st_mtime_ns if cp is not None else 0
+        self._cut_streams_ahead(self._mark.next_position, since - 10**10)
         os.sync()
         write_checkpoint(
             self.layout.checkpoint,
             Checkpoint(current_boot, self._mark.end, self._mark.next_position),
         )
+
+    def _cut_streams_ahead(self, next_position: int, since_ns: int) -> None:
+        """Set aside stream-log records the feed lost in a machine restart (never acknowledged).
+
+        Only logs written since the checkpoint can hold such records.
+        """
+        for path in self.layout.stream_files():
+            st = path.stat()
+            if st.st_mtime_ns < since_ns or st.st_size <= framing.FILE_HEADER.size:
+                continue
+            fd = os.open(path, os.O_RDWR)
+            try:
+                tail = Tail(0, 1, 0)
+                cut = None
+                for f in read_frames(fd, framing.FILE_HEADER.size, 1, tail):
+                    if unpack(f.payload)[-1].position >= next_position:
+                        cut = f.offset
+                        break
+                if cut is not None:
+                    self._set_aside(fd, path, cut, st.st_size)
+            finally:
+                os.close(fd)
+        self._versions.clear()
+        self._fresh.clear()
 
     def _refresh(self) -> None:
         """Under the lock: learn the feed's end, finishing a commit a dead holder left.
@@ -438,18 +462,24 @@ class FileLog:
         assert request.result is not None
         return request.result
 
-    def commit(self, requests: list[Request], on_durable: Callable[[], None] | None = None) -> None:
+    def commit(
+        self,
+        requests: list[Request],
+        on_durable: Callable[[], None] | None = None,
+        more: Callable[[], list[Request]] | None = None,
+    ) -> None:
         """Decide and write a batch; every request ends with a result or an error.
 
-        `on_durable` runs once the batch is durable in the feed, before the stream logs
-        are written, so that waiters can be answered while this thread finishes.
-        Reads of stream logs in this process wait until that is done.
+        `more` is asked for requests that arrived while the lock was awaited (other
+        processes may hold it for a while), so they share this commit. `on_durable` runs
+        once the batch is durable, so that waiters are answered while the lock is released.
         """
         try:
             if self._closed:
                 raise StoreClosed("store is closed")
             with self._commit_lock, self._locked():
-                self._committer = threading.get_ident()
+                if more is not None:
+                    requests.extend(more())
                 self._refresh()
                 planned = self._plan(requests)
                 if planned:
@@ -465,10 +495,6 @@ class FileLog:
                 if r.result is None and r.error is None:
                     r.error = StorageError("append was not completed")
                 r.done = True
-            with self._cond:
-                if self._applying:
-                    self._applying = False
-                    self._cond.notify_all()
 
     def _plan(self, requests: list[Request]) -> list[_Planned]:
         """Decide every request in order; later requests see earlier ones of the batch."""
@@ -512,18 +538,20 @@ class FileLog:
     def _write(self, planned: list[_Planned], on_durable: Callable[[], None] | None) -> None:
         start = self._mark.end
         landed = self._write_feed(planned, start)
-        self._sync(self._feed_fd)  # the commit point: from here on the batch is durable
-        with self._cond:
-            self._applying = True
-        for p in landed:
-            p.request.result = p.recorded
-        if on_durable is not None:
-            on_durable()
+        # The stream logs are written before the fsync: readers may see a record as soon
+        # as it is written, in the feed and in a stream log alike, and after a process
+        # crash the page cache keeps both. Only a machine restart can lose the feed's
+        # tail while a stream log kept it: `_open_recovery` cuts such logs back.
         for p in landed:
             for stream, last_version, record in p.stream_frames:
                 self._write_stream(stream, last_version, record)
         end = start + sum(len(p.feed_frame) for p in landed)
         self._write_mark(end, landed[-1].events[-1].position + 1)
+        self._sync(self._feed_fd)  # the commit point: from here on the batch is durable
+        for p in landed:
+            p.request.result = p.recorded
+        if on_durable is not None:
+            on_durable()
 
     def _write_feed(self, planned: list[_Planned], start: int) -> list[_Planned]:
         """Write the batch to the feed; on a short or failed write keep only whole records.
@@ -570,16 +598,8 @@ class FileLog:
         return None
 
     def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
-        """The valid events of a stream's log from `from_version` on.
-
-        Waits while this process is writing an acknowledged batch to the stream logs, so a
-        read after an append always sees it.
-        """
+        """The valid events of a stream's log from `from_version` on."""
         path = self._path(stream)
-        if self._applying and threading.get_ident() != self._committer:
-            with self._cond:
-                while self._applying:
-                    self._cond.wait()
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:

@@ -178,22 +178,36 @@ class _Committer:
             if item is None:
                 return
             items = [item]
-            while len(items) < MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                items.append(more)
-            self._log.commit([r for r, _ in items], on_durable=partial(self._answer, items))
-            self._loop.call_soon_threadsafe(_resolve, [f for _, f in items])
+            answered: list[bool] = []
+            self._log.commit(
+                [item[0]],
+                on_durable=partial(self._answer, items, answered),
+                more=partial(self._drain, items),
+            )
+            if not answered:  # nothing was written: conflicts, retries, or an error
+                self._loop.call_soon_threadsafe(_resolve, [f for _, f in items])
 
-    def _answer(self, items: list[tuple[Request, asyncio.Future[None]]]) -> None:
-        """Wake the appenders whose requests are decided, as soon as the batch is durable."""
-        ready = [f for r, f in items if r.result is not None or r.error is not None]
-        self._loop.call_soon_threadsafe(_resolve, ready)
+    def _drain(self, items: list[tuple[Request, asyncio.Future[None]]]) -> list[Request]:
+        """Take what else is queued (up to a batch), once the lock is held."""
+        taken = []
+        while len(items) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            items.append(item)
+            taken.append(item[0])
+        return taken
+
+    def _answer(
+        self, items: list[tuple[Request, asyncio.Future[None]]], answered: list[bool]
+    ) -> None:
+        """Wake the appenders as soon as the batch is durable (every request is decided)."""
+        answered.append(True)
+        self._loop.call_soon_threadsafe(_resolve, [f for _, f in items])
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:

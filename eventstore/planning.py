@@ -28,7 +28,7 @@ def validate(batch: Sequence[AppendTo]) -> None:
     seen: set[str] = set()
     names: set[str] = set()
     for item in batch:
-        streams.parse(item.stream)
+        streams.check(item.stream)
         if item.stream in names:
             raise DuplicateEventIds(f"stream {item.stream!r} appears twice in one append")
         names.add(item.stream)

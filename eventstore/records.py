@@ -8,6 +8,7 @@ makes a retried append a no-op.
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -54,10 +55,14 @@ def new_event_id() -> str:
     return str(uuid7())
 
 
+_random = random.Random()  # seeded from os.urandom; ids need uniqueness, not secrecy
+os.register_at_fork(after_in_child=_random.seed)  # a forked child must not repeat ids
+
+
 def uuid7(unix_ms: int | None = None) -> uuid.UUID:
     """A UUIDv7: 48 bits of Unix milliseconds, then random bits (RFC 9562)."""
     ms = int(time.time() * 1000) if unix_ms is None else unix_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = _random.getrandbits(80)
     value = (ms & ((1 << 48) - 1)) << 80 | rand & ((1 << 80) - 1)
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant

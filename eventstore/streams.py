@@ -7,6 +7,7 @@ sites' names never collide. Every id is checked before it can reach a file name.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final, NamedTuple
 
@@ -89,6 +90,13 @@ def parse(name: str) -> StreamName:
     else:
         site(parts[0])
     return StreamName(category, parts)
+
+
+@functools.lru_cache(maxsize=65536)
+def check(name: str) -> str:
+    """`parse`, remembered: appends name the same streams again and again."""
+    parse(name)
+    return name
 
 
 def job_id_of(name: str) -> str | None:
