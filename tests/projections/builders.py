@@ -118,7 +118,9 @@ def completed(result: Any = None) -> JobCompleted:
 
 def failed(attempt: int = 1, will_retry: bool = False, code: str = "ModelTimeout") -> JobFailed:
     return JobFailed(
-        error_code=code, error_message=f"{code} on attempt {attempt}", attempt=attempt,
+        error_code=code,
+        error_message=f"{code} on attempt {attempt}",
+        attempt=attempt,
         will_retry=will_retry,
     )
 

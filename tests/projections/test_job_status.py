@@ -59,11 +59,18 @@ def test_three_timeouts_end_failed_as_the_api_shows() -> None:
     )
     first = steps[0]
     assert (first.status, first.job_id, first.job_type, first.site_id, first.user_id) == (
-        "pending", job_id(1), "ai_evaluation", "site_a", "user_1"
+        "pending",
+        job_id(1),
+        "ai_evaluation",
+        "site_a",
+        "user_1",
     )
     assert first.params == {"lead_id": "lead_1"} and first.metadata == {"lead_id": "lead_1"}
     assert (first.created_at, first.progress, first.progress_message, first.error) == (
-        at(1), 0, "", None
+        at(1),
+        0,
+        "",
+        None,
     )
     running = steps[1]
     assert (running.status, running.attempt, running.started_at) == ("running", 1, at(2))
@@ -107,7 +114,10 @@ def test_success_with_progress() -> None:
 def test_success_after_a_retried_attempt_clears_the_error() -> None:
     done = views([requested(), started(1), failed(1, True), retried(), started(2), completed()])[-1]
     assert (done.status, done.error, done.error_code, done.retry_count) == (
-        "completed", None, None, 1
+        "completed",
+        None,
+        None,
+        1,
     )
 
 
@@ -125,7 +135,9 @@ def test_a_running_job_ends_cancelled_when_its_handler_stops() -> None:
 def test_cancelling_a_job_waiting_for_a_retry_drops_the_next_attempt() -> None:
     view = views([requested(), started(), failed(1, True), retried(), cancelled()])[-1]
     assert (view.status, view.next_attempt_at, view.error_code) == (
-        "cancelled", None, "ModelTimeout"
+        "cancelled",
+        None,
+        "ModelTimeout",
     )
 
 
@@ -147,7 +159,11 @@ def test_a_manual_retry_starts_a_new_round() -> None:
     assert (stopped.status, stopped.retry_count, stopped.can_retry) == ("failed", 1, True)
     again = steps[3]
     assert (again.status, again.attempt, again.retry_count, again.error, again.error_code) == (
-        "pending", 0, 0, None, None
+        "pending",
+        0,
+        0,
+        None,
+        None,
     )
     assert again.next_attempt_at == T0 + timedelta(seconds=300) and not again.can_retry
     assert (steps[4].status, steps[4].attempt) == ("running", 1)
@@ -157,33 +173,63 @@ def test_a_manual_retry_starts_a_new_round() -> None:
 ILLEGAL: list[tuple[str, list[AnyEvent], str]] = [
     ("started first", [started()], "started before requested"),
     ("requested twice", [requested(), requested()], "requested twice"),
-    ("completed twice", [requested(), started(), completed(), completed()],
-     "completed after completed"),
-    ("after completed", [requested(), started(), completed(), progressed(5)],
-     "progressed after completed"),
+    (
+        "completed twice",
+        [requested(), started(), completed(), completed()],
+        "completed after completed",
+    ),
+    (
+        "after completed",
+        [requested(), started(), completed(), progressed(5)],
+        "progressed after completed",
+    ),
     ("started twice", [requested(), started(), started(2)], "started while running"),
     ("progress while pending", [requested(), progressed(5)], "progressed while pending"),
     ("completed unstarted", [requested(), completed()], "completed while pending"),
     ("failed unstarted", [requested(), failed()], "failed while pending"),
     ("attempt skipped", [requested(), started(2)], "started attempt 2, expected 1"),
-    ("started unscheduled", [requested(), started(), failed(1, True), started(2)],
-     "started before the retry was scheduled"),
+    (
+        "started unscheduled",
+        [requested(), started(), failed(1, True), started(2)],
+        "started before the retry was scheduled",
+    ),
     ("retried unfailed", [requested(), retried()], "retried without a failed attempt to retry"),
-    ("retried twice", [requested(), started(), failed(1, True), retried(), retried()],
-     "retried without a failed attempt to retry"),
-    ("retry past the last", [requested(max_retries=1), started(), failed(1, True)],
-     "will_retry after the last of 1 attempts"),
-    ("manual of completed", [requested(), started(), completed(), retried(manual=True)],
-     "manual retry while completed"),
-    ("manual of running", [requested(), started(), retried(manual=True)],
-     "manual retry while running"),
-    ("manual with none left", [requested(max_retries=1), started(), failed(), retried(manual=True)],
-     "manual retry after 1 of 1 attempts"),
+    (
+        "retried twice",
+        [requested(), started(), failed(1, True), retried(), retried()],
+        "retried without a failed attempt to retry",
+    ),
+    (
+        "retry past the last",
+        [requested(max_retries=1), started(), failed(1, True)],
+        "will_retry after the last of 1 attempts",
+    ),
+    (
+        "manual of completed",
+        [requested(), started(), completed(), retried(manual=True)],
+        "manual retry while completed",
+    ),
+    (
+        "manual of running",
+        [requested(), started(), retried(manual=True)],
+        "manual retry while running",
+    ),
+    (
+        "manual with none left",
+        [requested(max_retries=1), started(), failed(), retried(manual=True)],
+        "manual retry after 1 of 1 attempts",
+    ),
     ("cancelled twice", [requested(), cancelled(), cancelled()], "cancelled after cancelled"),
-    ("cancel after failed", [requested(), started(), failed(), cancelled()],
-     "cancelled after failed"),
-    ("foreign event", [requested(), QuotaSet(limit=1, tier="t", from_month="2026-01")],
-     "quota_set in a job stream"),
+    (
+        "cancel after failed",
+        [requested(), started(), failed(), cancelled()],
+        "cancelled after failed",
+    ),
+    (
+        "foreign event",
+        [requested(), QuotaSet(limit=1, tier="t", from_month="2026-01")],
+        "quota_set in a job stream",
+    ),
 ]
 
 
@@ -223,7 +269,9 @@ def test_ignored_events_move_only_version_and_position(events: list[AnyEvent]) -
     # equal apart from the version and position: updated_at stays that of the last change
     assert after == apply_job(before, recorded[-1])
     assert (after.status, after.updated_at, after.site_id) == (
-        before.status, before.updated_at, before.site_id
+        before.status,
+        before.updated_at,
+        before.site_id,
     )
 
 
@@ -237,7 +285,9 @@ def test_events_before_requested_make_no_view() -> None:
     assert fold(history(STREAM, [started(), completed()])) is None
     late = fold(history(STREAM, [started(), requested()]))
     assert late is not None and (late.status, late.version, late.created_position) == (
-        "pending", 2, 2
+        "pending",
+        2,
+        2,
     )
 
 

@@ -49,7 +49,11 @@ def test_a_saved_lead_starts_new() -> None:
     view = lead([saved()])
     assert view is not None
     assert (view.site_id, view.lead_id, view.status, view.ai_score, view.ai_label) == (
-        "site_a", "lead_1", INITIAL_STATUS, None, None
+        "site_a",
+        "lead_1",
+        INITIAL_STATUS,
+        None,
+        None,
     )
     assert INITIAL_STATUS == "new"
     assert view.fields["email"] == "a@x.io" and view.documents == ()

@@ -95,8 +95,16 @@ def legal_next(draw: st.DrawFn, view: JobView | None) -> Sequence[AnyEvent]:
 
 
 NOISE: list[AnyEvent] = [
-    requested(), started(), started(2), progressed(5), completed(), failed(), failed(1, True),
-    retried(), retried(manual=True), cancelled(),
+    requested(),
+    started(),
+    started(2),
+    progressed(5),
+    completed(),
+    failed(),
+    failed(1, True),
+    retried(),
+    retried(manual=True),
+    cancelled(),
 ]
 
 
@@ -132,8 +140,12 @@ def histories(draw: st.DrawFn) -> list[Item]:
         elif kind == "doc":
             document_id = draw(st.sampled_from(["d1", "d2"]))
             added = DocumentAdded(
-                document_id=document_id, document_type="other", mime_type="text/plain",
-                size=1, sha256="0" * 64, uploaded_at=T0,
+                document_id=document_id,
+                document_type="other",
+                mime_type="text/plain",
+                size=1,
+                sha256="0" * 64,
+                uploaded_at=T0,
             )
             options: list[AnyEvent] = [added, DocumentRemoved(document_id=document_id)]
             stream, event = lead, draw(st.sampled_from(options))
@@ -259,8 +271,12 @@ def test_concurrent_creates_never_exceed_the_quota(
                 for _ in range(pauses[(n + tries) % len(pauses)]):
                     await anyio.lowlevel.checkpoint()  # others read and append meanwhile
                 decision = decide_reservation(
-                    site, month, usage_version=usage_version, settings=site_settings,
-                    job_id=job_id(n), event_id=f"{n:08d}-0000-7000-8000-000000000000",
+                    site,
+                    month,
+                    usage_version=usage_version,
+                    settings=site_settings,
+                    job_id=job_id(n),
+                    event_id=f"{n:08d}-0000-7000-8000-000000000000",
                 )
                 if not decision.allowed:
                     rejected += 1
