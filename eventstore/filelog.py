@@ -665,6 +665,9 @@ class FileLog:
                 seq, off = self._index_pos[i], self._index_off[i]
         tail = Tail(off, seq, 0)
         for f in read_frames(self._read_fd, off, seq, tail):
+            after = f.seq + f.count
+            if after > self._hint[0]:  # a benign race: any record boundary is a valid hint
+                self._hint = (after, f.offset + framing.HEADER.size + len(f.payload))
             if f.seq >= self._index_pos[-1] + INDEX_EVERY:
                 with self._index_lock:
                     if f.seq >= self._index_pos[-1] + INDEX_EVERY:
@@ -673,9 +676,6 @@ class FileLog:
             yield f
         if mark is not None and tail.end < mark.end:
             raise CorruptionError(f"{self.layout.feed}: damaged record at offset {tail.end}")
-        with self._index_lock:
-            if tail.next_seq > self._hint[0]:
-                self._hint = (tail.next_seq, tail.end)
 
     def _current_mark(self) -> Mark | None:
         if self._mark_map is not None:

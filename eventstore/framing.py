@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 FILE_MAGIC: Final = b"JTRL"
@@ -60,18 +60,7 @@ class Frame:
     payload: memoryview
 
 
-@dataclass(slots=True)
-class Scan:
-    """The valid records of a buffer, where they end, and what follows them."""
-
-    frames: list[Frame] = field(default_factory=list)
-    end: int = 0  # offset just past the last valid record
-    next_seq: int = 1
-    trailing: int = 0  # bytes after `end`: in flight, a torn tail, or damage
-    damaged: bool = False  # a valid record follows the bytes after `end`
-
-
-def _valid_at(buf: memoryview, off: int, seq: int | None) -> tuple[int, int, int] | None:
+def valid_at(buf: memoryview, off: int, seq: int | None) -> tuple[int, int, int] | None:
     """(length, seq, count) of a valid record at `off`, or None; `seq` None accepts any."""
     if len(buf) - off < HEADER.size:
         return None
@@ -88,32 +77,6 @@ def _valid_at(buf: memoryview, off: int, seq: int | None) -> tuple[int, int, int
     return length, rseq, count
 
 
-def scan(buf: memoryview, start: int, next_seq: int, *, look_past: bool = True) -> Scan:
-    """Walk records from `start` expecting `next_seq`; stop at the first invalid byte.
-
-    With `look_past`, the bytes after the valid prefix are searched for any valid
-    record: finding one means damage in the middle (or a gap), never a torn tail.
-    """
-    out = Scan(end=start, next_seq=next_seq)
-    off = start
-    while True:
-        found = _valid_at(buf, off, next_seq)
-        if found is None:
-            break
-        length, seq, count = found
-        out.frames.append(
-            Frame(off, seq, count, buf[off + HEADER.size : off + HEADER.size + length])
-        )
-        off += HEADER.size + length
-        next_seq = seq + count
-    out.end = off
-    out.next_seq = next_seq
-    out.trailing = len(buf) - off
-    if look_past and out.trailing:
-        out.damaged = damaged(buf[off:])
-    return out
-
-
 def damaged(rest: memoryview) -> bool:
     """Whether the bytes after a valid prefix hold damage rather than a torn tail.
 
@@ -121,7 +84,7 @@ def damaged(rest: memoryview) -> bool:
     file has. Only a valid record found after the bad one means damage; the search skips
     the bad record's own payload, which may embed anything a client sent.
     """
-    if _valid_at(rest, 0, None) is not None:
+    if valid_at(rest, 0, None) is not None:
         return True  # a whole valid record in the wrong place: a gap or a duplicate
     size = plausible_size(rest, 0)
     if size is not None and size > len(rest):
@@ -145,7 +108,7 @@ def find_valid_after(buf: memoryview, start: int) -> int | None:
     raw = bytes(buf)  # only on the slow path: bytes after the valid prefix
     pos = raw.find(needle, start)
     while pos != -1:
-        if _valid_at(buf, pos, None) is not None:
+        if valid_at(buf, pos, None) is not None:
             return pos
         pos = raw.find(needle, pos + 1)
     return None

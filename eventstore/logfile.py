@@ -32,32 +32,40 @@ class Tail:
 def read_frames(
     fd: int, start: int, next_seq: int, tail: Tail, *, look_past: bool = False
 ) -> Iterator[framing.Frame]:
-    """Yield the valid frames from `start`; fill `tail` with where they end.
+    """Yield the valid frames from `start`, each as soon as it is checked; fill `tail`.
 
-    `look_past` checks whether the bytes after the prefix hold a valid record (damage).
+    Reads in chunks of at least CHUNK bytes (more for a larger record). `look_past`
+    checks whether the bytes after the valid prefix hold damage rather than a torn tail.
     """
     size = os.fstat(fd).st_size
     off = start
-    want = CHUNK
-    while True:
-        buf = memoryview(os.pread(fd, max(want, CHUNK), off)) if off < size else memoryview(b"")
-        scan = framing.scan(buf, 0, next_seq, look_past=False)
-        for f in scan.frames:
-            f.offset += off
-            yield f
-        next_seq = scan.next_seq
-        consumed = scan.end
-        off += consumed
-        if off >= size or len(buf) == 0:
+    base = start  # file offset of buf[0]
+    buf = memoryview(b"")
+    while off < size:
+        rel = off - base
+        need = framing.plausible_size(buf, rel)
+        if need is None:
             break
-        if not scan.trailing:
-            want = CHUNK  # the chunk ended on a record boundary: read on
-            continue
-        # A record straddles the chunk end, or the valid prefix ends here.
-        need = framing.plausible_size(buf, scan.end)
-        if need is None or off + need > size or need <= len(buf) - scan.end:
+        for _ in range(2):  # read for the header, then for a record longer than a chunk
+            if rel + need <= len(buf):
+                break
+            if off + need > size:
+                break  # a record that runs past the end: in flight, or torn
+            buf = memoryview(os.pread(fd, max(need, CHUNK), off))
+            base, rel = off, 0
+            need = framing.plausible_size(buf, 0)
+            if need is None:
+                break
+        if need is None or rel + need > len(buf):
             break
-        want = need
+        found = framing.valid_at(buf, rel, next_seq)
+        if found is None:
+            break
+        length, seq, count = found
+        body = rel + framing.HEADER.size
+        yield framing.Frame(off, seq, count, buf[body : body + length])
+        off += framing.HEADER.size + length
+        next_seq = seq + count
     tail.end, tail.next_seq, tail.size = off, next_seq, size
     if look_past and off < size:
         tail.damaged = framing.damaged(memoryview(os.pread(fd, size - off, off)))
