@@ -477,13 +477,17 @@ class FileLog:
         try:
             if self._closed:
                 raise StoreClosed("store is closed")
-            with self._commit_lock, self._locked():
-                if more is not None:
-                    requests.extend(more())
-                self._refresh()
-                planned = self._plan(requests)
-                if planned:
-                    self._write(planned, on_durable)
+            with self._commit_lock:
+                fcntl.flock(self._feed_fd, fcntl.LOCK_EX)
+                try:
+                    if more is not None:
+                        requests.extend(more())
+                    self._refresh()
+                    planned = self._plan(requests)
+                    if planned:
+                        self._write(planned, on_durable)
+                finally:
+                    fcntl.flock(self._feed_fd, fcntl.LOCK_UN)
         except BaseException as exc:
             for r in requests:
                 if r.result is None and r.error is None:

@@ -51,8 +51,9 @@ class AppendTo(msgspec.Struct, frozen=True):
 
 
 def new_event_id() -> str:
-    """A fresh event id: UUIDv7-like (time-ordered), as a lowercase string."""
-    return str(uuid7())
+    """A fresh event id: a UUIDv7 (time-ordered), as a lowercase string."""
+    h = f"{_uuid7_int(None):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _random = random.Random()  # seeded from os.urandom; ids need uniqueness, not secrecy
@@ -61,12 +62,14 @@ os.register_at_fork(after_in_child=_random.seed)  # a forked child must not repe
 
 def uuid7(unix_ms: int | None = None) -> uuid.UUID:
     """A UUIDv7: 48 bits of Unix milliseconds, then random bits (RFC 9562)."""
+    return uuid.UUID(int=_uuid7_int(unix_ms))
+
+
+def _uuid7_int(unix_ms: int | None) -> int:
     ms = int(time.time() * 1000) if unix_ms is None else unix_ms
-    rand = _random.getrandbits(80)
-    value = (ms & ((1 << 48) - 1)) << 80 | rand & ((1 << 80) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | _random.getrandbits(80)
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
+    return (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
 
 
 def new(event: Event, event_id: str | None = None) -> NewEvent:

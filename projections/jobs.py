@@ -29,7 +29,6 @@ from typing import Any, Final, Literal, assert_never
 import msgspec
 from msgspec.structs import replace
 
-from eventstore import streams
 from eventstore.events import (
     DocumentAdded,
     DocumentRemoved,
@@ -46,6 +45,7 @@ from eventstore.events import (
     QuotaSet,
 )
 from eventstore.records import RecordedEvent
+from eventstore.streams import job_id_of
 
 JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 
@@ -115,6 +115,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True, gc=False, array_like=Tr
 
 _JSON: Final = msgspec.json.Encoder(enc_hook=repr)
 _JSON_DICT: Final = msgspec.json.Decoder(dict[str, Any])
+_EMPTY_JSON: Final = b"{}"
+_NULL_JSON: Final = b"null"
 
 
 def _decode_dict(data: bytes) -> dict[str, Any]:
@@ -125,16 +127,25 @@ def _decode_dict(data: bytes) -> dict[str, Any]:
 
 
 def _json(value: object) -> bytes:
-    """JSON of a value from an event; a part JSON cannot hold is kept as its text."""
+    """JSON of a value from an event; a part JSON cannot hold is kept as its text.
+
+    The common empty dict and None share one constant (equal bytes, no new object).
+    """
+    if value is None:
+        return _NULL_JSON
+    if type(value) is dict and not value:
+        return _EMPTY_JSON
     try:
         return _JSON.encode(value)
     except (TypeError, ValueError, OverflowError):
         return _JSON.encode(repr(value))
 
 
-def _name(value: str) -> str:
-    """Ids and codes recur across 100,000s of views: one copy of each in memory."""
-    return sys.intern(value)
+_name: Final = sys.intern
+"""Ids and codes recur across 100,000s of views: one copy of each in memory.
+
+`sys.intern` itself rather than a function calling it: the fold calls it on most events.
+"""
 
 
 def awaiting_retry(view: JobView) -> bool:
@@ -144,24 +155,17 @@ def awaiting_retry(view: JobView) -> bool:
 
 def apply_job(view: JobView | None, recorded: RecordedEvent) -> JobView | None:
     """The view after one event of the job's stream; None until the job was requested."""
-    if view is None:
-        if isinstance(recorded.event, JobRequested):
-            return _requested(recorded.event, recorded)
-        return None
-    changes = _changes(view, recorded)
-    if changes is None:
-        return replace(view, version=recorded.version, position=recorded.position)
-    return replace(
-        view,
-        **changes,
-        updated_at=recorded.recorded_at,
-        version=recorded.version,
-        position=recorded.position,
-    )
+    if view is not None:
+        return _next(view, recorded)
+    event = recorded.event
+    if isinstance(event, JobRequested):
+        return _requested(event, recorded, job_id_of(recorded.stream) or "")
+    return None
 
 
-def _requested(event: JobRequested, recorded: RecordedEvent) -> JobView:
-    job_id = streams.job_id_of(recorded.stream) or ""
+def _requested(event: JobRequested, recorded: RecordedEvent, job_id: str) -> JobView:
+    at = recorded.recorded_at
+    position = recorded.position
     return JobView(
         job_id=job_id,
         job_type=_name(event.job_type),
@@ -172,93 +176,132 @@ def _requested(event: JobRequested, recorded: RecordedEvent) -> JobView:
         priority=event.priority,
         max_retries=event.max_retries,
         status="pending",
-        created_at=recorded.recorded_at,
-        created_position=recorded.position,
-        updated_at=recorded.recorded_at,
+        created_at=at,
+        created_position=position,
+        updated_at=at,
         version=recorded.version,
-        position=recorded.position,
+        position=position,
     )
 
 
-def _changes(view: JobView, recorded: RecordedEvent) -> dict[str, Any] | None:
-    """The fields an event changes, or None when the rules ignore it."""
-    at = recorded.recorded_at
+def _next(view: JobView, recorded: RecordedEvent) -> JobView:
+    """The view after an event of a requested job.
+
+    Each case builds its view with one `replace` of the fields it changes, plus
+    `updated_at`, `version` and `position`; an event the rules ignore falls through to
+    the `replace` at the end, which moves only `version` and `position`. The cases are
+    ordered by how often they occur (progress first); no two of them match the same
+    event, except the two `JobRetried` ones, which keep their order.
+    """
     status = view.status
     match recorded.event:
-        case JobRequested():
-            return None
-        case JobStarted(worker_id=worker_id, lease_expires_at=lease):
-            if status != "pending":
-                return None
-            return {
-                "status": "running",
-                "attempt": view.attempt + 1,
-                "started_at": at,
-                "worker_id": _name(worker_id) if worker_id else None,
-                "lease_expires_at": lease,
-                "next_attempt_at": None,
-                "progress": 0,
-                "progress_message": "",
-            }
         case JobProgressed(progress=progress, message=message):
-            if status != "running":
-                return None
-            return {"progress": min(max(progress, 0), 100), "progress_message": _name(message)}
+            if status == "running":
+                return replace(
+                    view,
+                    progress=0 if progress < 0 else 100 if progress > 100 else progress,
+                    progress_message=_name(message),
+                    updated_at=recorded.recorded_at,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
+        case JobStarted(worker_id=worker_id, lease_expires_at=lease):
+            if status == "pending":
+                at = recorded.recorded_at
+                return replace(
+                    view,
+                    status="running",
+                    attempt=view.attempt + 1,
+                    started_at=at,
+                    worker_id=_name(worker_id) if worker_id else None,
+                    lease_expires_at=lease,
+                    next_attempt_at=None,
+                    progress=0,
+                    progress_message="",
+                    updated_at=at,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
         case JobCompleted(result=result):
-            if status in FINAL:
-                return None
-            return {
-                "status": "completed",
-                "completed_at": at,
-                "result_json": _json(result),
-                "progress": 100,
-                "error": None,
-                "error_code": None,
-                "next_attempt_at": None,
-            }
+            if status not in FINAL:
+                at = recorded.recorded_at
+                return replace(
+                    view,
+                    status="completed",
+                    completed_at=at,
+                    result_json=_json(result),
+                    progress=100,
+                    error=None,
+                    error_code=None,
+                    next_attempt_at=None,
+                    updated_at=at,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
         case JobFailed(error_code=code, error_message=message, will_retry=will_retry):
-            if status in FINAL:
-                return None
-            return {
-                "status": "pending" if will_retry else "failed",
-                "error": message,
-                "error_code": _name(code),
-                "retry_count": view.retry_count + 1,
-                "next_attempt_at": None,
-            }
+            if status not in FINAL:
+                return replace(
+                    view,
+                    status="pending" if will_retry else "failed",
+                    error=message,
+                    error_code=_name(code),
+                    retry_count=view.retry_count + 1,
+                    next_attempt_at=None,
+                    updated_at=recorded.recorded_at,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
         case JobRetried(next_attempt_at=next_at, manual=True):
-            if status != "failed":
-                return None
-            return {
-                "status": "pending",
-                "attempt": 0,
-                "retry_count": 0,
-                "error": None,
-                "error_code": None,
-                "next_attempt_at": next_at,
-                "progress": 0,
-                "progress_message": "",
-            }
+            if status == "failed":
+                return replace(
+                    view,
+                    status="pending",
+                    attempt=0,
+                    retry_count=0,
+                    error=None,
+                    error_code=None,
+                    next_attempt_at=next_at,
+                    progress=0,
+                    progress_message="",
+                    updated_at=recorded.recorded_at,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
         case JobRetried(next_attempt_at=next_at):
-            if status != "pending":
-                return None
-            return {"next_attempt_at": next_at}
+            if status == "pending":
+                return replace(
+                    view,
+                    next_attempt_at=next_at,
+                    updated_at=recorded.recorded_at,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
         case JobCancelled(by=by):
-            if status in FINAL:
-                return None
-            return {
-                "status": "cancelled",
-                "cancelled_at": at,
-                "cancelled_by": _name(by),
-                "next_attempt_at": None,
-            }
+            if status not in FINAL:
+                at = recorded.recorded_at
+                return replace(
+                    view,
+                    status="cancelled",
+                    cancelled_at=at,
+                    cancelled_by=_name(by),
+                    next_attempt_at=None,
+                    updated_at=at,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
         case (
-            QuotaReserved() | QuotaSet() | LeadSaved() | DocumentAdded() | DocumentRemoved()
+            JobRequested()
+            | QuotaReserved()
+            | QuotaSet()
+            | LeadSaved()
+            | DocumentAdded()
+            | DocumentRemoved()
             | LeadEvaluated()
         ):
-            return None
+            pass
         case _:
             assert_never(recorded.event)
+    return replace(view, version=recorded.version, position=recorded.position)
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -275,12 +318,21 @@ class JobTable:
 
     def apply(self, recorded: RecordedEvent) -> JobView | None:
         """Fold one feed event in; returns the job's new view (None for other streams)."""
-        job_id = streams.job_id_of(recorded.stream)
+        job_id = job_id_of(recorded.stream)
         if job_id is None:
             return None
-        view = apply_job(self._views.get(job_id), recorded)
+        views = self._views
+        view = views.get(job_id)
         if view is not None:
-            self._views[job_id] = view
+            view = _next(view, recorded)
+        else:
+            # `apply_job(None, recorded)`, with the job id already in hand; the view and
+            # the table's key then share one string
+            event = recorded.event
+            if not isinstance(event, JobRequested):
+                return None
+            view = _requested(event, recorded, job_id)
+        views[job_id] = view
         return view
 
     def get(self, job_id: str) -> JobView | None:
