@@ -126,6 +126,7 @@ class FileLog:
         self._leading = False
         self._versions: dict[str, _StreamState] = {}
         self._mark = Mark(FEED_START, 1)
+        self._mark_raw = b""  # the mark's bytes as this process last wrote or read them
         self._index_lock = threading.Lock()
         self._index_pos: list[int] = [1]
         self._index_off: list[int] = [FEED_START]
@@ -230,8 +231,12 @@ class FileLog:
         If nobody else changed anything since this process last held the lock, its
         cached stream versions are still right and need no stat.
         """
-        mark = self._read_mark()
+        assert self._mark_map is not None
+        raw = self._mark_map[:MARK_SIZE]
         size = os.fstat(self._feed_fd).st_size
+        if raw == self._mark_raw and size == self._mark.end:
+            return  # nobody else wrote since this process last held the lock
+        mark = decode_mark(raw)
         if mark is None or mark != self._mark or size != mark.end:
             self._fresh.clear()  # someone else wrote: every cached version needs a stat
         if mark is None:  # lost or damaged: start over from the feed itself
@@ -243,6 +248,7 @@ class FileLog:
             )
         else:
             self._mark = mark
+            self._mark_raw = raw
             if size > mark.end:
                 self._recover_from(mark, reconcile_streams=False)
 
@@ -325,6 +331,7 @@ class FileLog:
         assert self._mark_map is not None
         self._mark_map[: len(data)] = data
         self._mark = mark
+        self._mark_raw = self._mark_map[:MARK_SIZE]
 
     def _sync(self, fd: int) -> None:
         try:
@@ -463,16 +470,12 @@ class FileLog:
         return request.result
 
     def commit(
-        self,
-        requests: list[Request],
-        on_durable: Callable[[], None] | None = None,
-        more: Callable[[], list[Request]] | None = None,
+        self, requests: list[Request], more: Callable[[], list[Request]] | None = None
     ) -> None:
         """Decide and write a batch; every request ends with a result or an error.
 
         `more` is asked for requests that arrived while the lock was awaited (other
-        processes may hold it for a while), so they share this commit. `on_durable` runs
-        once the batch is durable, so that waiters are answered while the lock is released.
+        processes may hold it for a while), so they share this commit.
         """
         try:
             if self._closed:
@@ -485,7 +488,7 @@ class FileLog:
                     self._refresh()
                     planned = self._plan(requests)
                     if planned:
-                        self._write(planned, on_durable)
+                        self._write(planned)
                 finally:
                     fcntl.flock(self._feed_fd, fcntl.LOCK_UN)
         except BaseException as exc:
@@ -539,7 +542,7 @@ class FileLog:
             out.append(planned)
         return out
 
-    def _write(self, planned: list[_Planned], on_durable: Callable[[], None] | None) -> None:
+    def _write(self, planned: list[_Planned]) -> None:
         start = self._mark.end
         landed = self._write_feed(planned, start)
         # The stream logs are written before the fsync: readers may see a record as soon
@@ -554,8 +557,6 @@ class FileLog:
         self._sync(self._feed_fd)  # the commit point: from here on the batch is durable
         for p in landed:
             p.request.result = p.recorded
-        if on_durable is not None:
-            on_durable()
 
     def _write_feed(self, planned: list[_Planned], start: int) -> list[_Planned]:
         """Write the batch to the feed; on a short or failed write keep only whole records.

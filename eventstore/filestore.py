@@ -178,14 +178,10 @@ class _Committer:
             if item is None:
                 return
             items = [item]
-            answered: list[bool] = []
-            self._log.commit(
-                [item[0]],
-                on_durable=partial(self._answer, items, answered),
-                more=partial(self._drain, items),
-            )
-            if not answered:  # nothing was written: conflicts, retries, or an error
-                self._loop.call_soon_threadsafe(_resolve, [f for _, f in items])
+            self._log.commit([item[0]], more=partial(self._drain, items))
+            # The answer is the last thing before blocking again, so the woken loop
+            # finds the GIL free instead of waiting for this thread to let go of it.
+            self._loop.call_soon_threadsafe(_resolve, [f for _, f in items])
 
     def _drain(self, items: list[tuple[Request, asyncio.Future[None]]]) -> list[Request]:
         """Take what else is queued (up to a batch), once the lock is held."""
@@ -201,13 +197,6 @@ class _Committer:
             items.append(item)
             taken.append(item[0])
         return taken
-
-    def _answer(
-        self, items: list[tuple[Request, asyncio.Future[None]]], answered: list[bool]
-    ) -> None:
-        """Wake the appenders as soon as the batch is durable (every request is decided)."""
-        answered.append(True)
-        self._loop.call_soon_threadsafe(_resolve, [f for _, f in items])
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:

@@ -53,20 +53,20 @@ def plan(
     Raises WrongExpectedVersion when a stream moved on and the append is not a retry.
     """
     first = next((item for item in batch if item.events), None)
-    if first is not None:
-        current = version_of(first.stream)
-        if first.expected_version in (ANY, current) and first.expected_version != ANY:
-            pass  # the fast path: a fresh append at the expected version
-        elif (found := lookup(first.stream, first.events[0].id)) is not None:
+    if first is not None and first.expected_version != version_of(first.stream):
+        # Not a fresh append at the expected version: a retry of one already stored?
+        found = lookup(first.stream, first.events[0].id)
+        if found is not None:
             return _already_recorded(batch, lookup, found), False
+    versions = []
     for item in batch:
         current = version_of(item.stream)
         if item.expected_version != ANY and item.expected_version != current:
             raise WrongExpectedVersion(item.stream, item.expected_version, current)
+        versions.append(current)
     out: list[list[RecordedEvent]] = []
     position = next_position
-    for item in batch:
-        version = version_of(item.stream)
+    for item, version in zip(batch, versions, strict=True):
         recorded = []
         for e in item.events:
             version += 1
