@@ -481,6 +481,7 @@ class FileLog:
             if self._closed:
                 raise StoreClosed("store is closed")
             with self._commit_lock:
+                landed: list[_Planned] = []
                 fcntl.flock(self._feed_fd, fcntl.LOCK_EX)
                 try:
                     if more is not None:
@@ -488,9 +489,17 @@ class FileLog:
                     self._refresh()
                     planned = self._plan(requests)
                     if planned:
-                        self._write(planned)
+                        landed = self._write(planned)
                 finally:
                     fcntl.flock(self._feed_fd, fcntl.LOCK_UN)
+                if landed:
+                    # The commit point, outside the lock: another process can write its
+                    # batch meanwhile, and the kernel joins concurrent fsyncs in one
+                    # journal commit (group commit across processes). This fsync covers
+                    # every byte before ours too, whoever wrote it.
+                    self._sync(self._feed_fd)
+                    for p in landed:
+                        p.request.result = p.recorded
         except BaseException as exc:
             for r in requests:
                 if r.result is None and r.error is None:
@@ -542,7 +551,8 @@ class FileLog:
             out.append(planned)
         return out
 
-    def _write(self, planned: list[_Planned]) -> None:
+    def _write(self, planned: list[_Planned]) -> list[_Planned]:
+        """Write the feed, the stream logs and the mark; the caller makes them durable."""
         start = self._mark.end
         landed = self._write_feed(planned, start)
         # The stream logs are written before the fsync: readers may see a record as soon
@@ -554,9 +564,7 @@ class FileLog:
                 self._write_stream(stream, last_version, record)
         end = start + sum(len(p.feed_frame) for p in landed)
         self._write_mark(end, landed[-1].events[-1].position + 1)
-        self._sync(self._feed_fd)  # the commit point: from here on the batch is durable
-        for p in landed:
-            p.request.result = p.recorded
+        return landed
 
     def _write_feed(self, planned: list[_Planned], start: int) -> list[_Planned]:
         """Write the batch to the feed; on a short or failed write keep only whole records.
