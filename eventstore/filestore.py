@@ -1,7 +1,7 @@
 """The embedded default store: FileLog's files, with async calls and a live feed.
 
-Blocking file work runs in anyio worker threads, never on the event loop. One
-watchfiles watcher per store wakes every follower in this process when another
+Blocking file work runs in threads, never on the event loop. One watchfiles watcher per
+store, started by the first follower, wakes every follower in this process when another
 process appends; followers also rescan on a short timer, since notices can be missed.
 """
 
@@ -38,10 +38,17 @@ RESCAN_SECONDS = 0.5
 class FileStore(EventStore):
     """An EventStore over a data directory; open it with `open_file_store`."""
 
-    def __init__(self, log_: FileLog, notifier: Notifier, rescan_seconds: float) -> None:
+    def __init__(
+        self,
+        log_: FileLog,
+        notifier: Notifier,
+        rescan_seconds: float,
+        start_watcher: Callable[[], None] | None,
+    ) -> None:
         self.log = log_
         self._notifier = notifier
         self._rescan = rescan_seconds
+        self._start_watcher = start_watcher
         self._limiter = anyio.CapacityLimiter(64)
         self._committer = _Committer(log_, asyncio.get_running_loop())
 
@@ -73,6 +80,9 @@ class FileStore(EventStore):
         return position
 
     def follow(self, from_position: int = 1) -> AsyncIterator[RecordedEvent]:
+        if self._start_watcher is not None:  # the first follower starts the one watcher
+            self._start_watcher()
+            self._start_watcher = None
         return follow_feed(self.read_all, self._notifier, from_position, self._rescan)
 
     async def aclose(self) -> None:
@@ -98,18 +108,24 @@ async def open_file_store(
         )
     )
     notifier = Notifier()
-    store = FileStore(file_log, notifier, rescan_seconds)
     stop = anyio.Event()
+    store: FileStore | None = None
     try:
         async with anyio.create_task_group() as tg:
-            if watch:
+
+            def start_watcher() -> None:
                 tg.start_soon(_watch_feed, file_log.layout.feed_dir, notifier, stop)
+
+            store = FileStore(file_log, notifier, rescan_seconds, start_watcher if watch else None)
             try:
                 yield store
             finally:
                 stop.set()
     finally:
-        await store.aclose()
+        if store is not None:
+            await store.aclose()
+        else:
+            await anyio.to_thread.run_sync(file_log.close)
 
 
 async def _watch_feed(feed_dir: Path, notifier: Notifier, stop: anyio.Event) -> None:
