@@ -37,6 +37,7 @@ from bench.measure import (
     alternate,
     percentile,
     ratio,
+    run_async,
     scratch_dir,
     summary,
 )
@@ -74,7 +75,7 @@ def run(ctx: Context) -> Result:
     plan = QUICK if ctx.quick else Plan()
     baseline: dict[str, Any] = {}
     with scratch_dir(ctx, "eventstore") as tmp:
-        anyio.run(_measure, ctx, plan, tmp, baseline)
+        run_async(_measure, ctx, plan, tmp, baseline)
     t, r, f, m = baseline["throughput"], baseline["replay"], baseline["follow"], baseline["memory"]
     one = t["one_writer_per_s"]["median"]
     figures: list[Figure] = [

@@ -21,7 +21,7 @@ import anyio
 
 from bench.children import arm, hear, tell
 from bench.eventstore_workload import append_window, prepare, replay
-from bench.measure import rss_bytes
+from bench.measure import rss_bytes, run_async
 from eventstore.filelog import FileLog
 from eventstore.filestore import open_file_store
 from eventstore.records import RecordedEvent
@@ -102,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     arm(args.limit)
     if args.role == "appenders":
-        anyio.run(_appenders, args.data, args.tasks)
+        run_async(_appenders, args.data, args.tasks)
     elif args.role == "follow":
-        anyio.run(_follow, args.data, args.count, args.seconds)
+        run_async(_follow, args.data, args.count, args.seconds)
     elif args.role == "replay":
         _replay(args.data)
     else:

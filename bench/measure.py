@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
+
 from bench.report import Result
 
 
@@ -129,3 +131,12 @@ def rss_bytes() -> tuple[int, int]:
 
         peak = current = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return peak, current
+
+
+def run_async(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run on the event loop the service runs on: uvloop when installed, as uvicorn picks."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return anyio.run(fn, *args)
+    return anyio.run(fn, *args, backend_options={"use_uvloop": True})
