@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/jobtrail demo --data $(DATA)
+	@$(BIN)/jobtrail init --data $(DATA)
+	@echo "a token:  $$($(BIN)/jobtrail token --data $(DATA) --site demo --user you --role admin)"
+	@echo "then try: curl -s http://127.0.0.1:8000/api/usage -H 'Authorization: Bearer <token>'"
+	$(BIN)/jobtrail serve --data $(DATA)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,12 +16,16 @@ import anyio
 import msgspec
 
 from eventstore import streams
-from eventstore.errors import JobtrailError
+from eventstore.errors import InvalidId, JobtrailError
 from eventstore.events import JobCompleted, JobProgressed, JobRequested, JobStarted
+from eventstore.filelog import FileLog
 from eventstore.filestore import open_file_store
 from eventstore.layout import Layout, NotADataDirectory
 from eventstore.records import uuid7
 from eventstore.verify import verify
+from service.auth import Principal, issue_token, load_or_create_secret
+from service.settings import SettingsError, from_env, parse_duration, with_handlers
+from worker.handlers import HandlersError
 
 
 class DemoSettings(msgspec.Struct, frozen=True):
@@ -58,6 +62,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
+    init = sub.add_parser(
+        "init",
+        help="create a data directory (nothing happens if it exists)",
+        description="Creates DATA as an empty jobtrail data directory with its signing secret.",
+    )
+    init.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP API (uvicorn) on a data directory",
+        description="Serves the API of API.md over the file store in DATA, created if "
+        "missing. Any number of serve processes may share one data directory.",
+    )
+    serve.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument(
+        "--handlers",
+        action="append",
+        metavar="MODULE",
+        help="a module name or .py file with `handlers = Handlers()` (repeatable; "
+        "replaces JOBTRAIL_HANDLERS)",
+    )
+
+    token = sub.add_parser(
+        "token",
+        help="print a bearer token",
+        description="Prints a signed bearer token on standard output, nothing else. The "
+        "secret is JOBTRAIL_SECRET, or the one kept in the data directory.",
+    )
+    token.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
+    token.add_argument("--site", required=True, help="the site the token is for")
+    token.add_argument("--user", required=True, help="the user the token names")
+    token.add_argument("--role", choices=["member", "admin"], default="member", help="role")
+    token.add_argument("--ttl", default="30d", help="lifetime: 3600s, 90m, 12h or 30d")
     return parser
 
 
@@ -70,9 +110,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             if args.jobs < 1:
-                parser.error("--jobs must be at least 1")
+                print("jobtrail: --jobs must be at least 1", file=sys.stderr)
+                return 2
             return anyio.run(_demo, DemoSettings(Path(args.data), args.jobs))
+        if args.command == "init":
+            FileLog(Path(args.data)).close()
+            if not from_env().secret:
+                load_or_create_secret(Path(args.data))
+            print(f"jobtrail: data directory {args.data} is ready")
+            return 0
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "token":
+            return _token(args)
         return _verify(VerifySettings(Path(args.data), args.json))
+    except SettingsError as exc:
+        print(f"jobtrail: {exc}", file=sys.stderr)
+        return 2
     except NotADataDirectory as exc:
         print(f"jobtrail: {exc}", file=sys.stderr)
         return 2
@@ -104,6 +158,50 @@ async def _demo(settings: DemoSettings) -> int:
         f"{'ok' if report.ok else 'PROBLEMS'}; data in {settings.data}"
     )
     return 0 if report.ok else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.workers < 1 or not 0 < args.port < 65536:
+        print("jobtrail: --workers must be at least 1 and --port 1-65535", file=sys.stderr)
+        return 2
+    os.environ["JOBTRAIL_DATA"] = str(args.data)  # read again by every worker process
+    if args.handlers:
+        os.environ["JOBTRAIL_HANDLERS"] = ",".join(args.handlers)
+    try:
+        settings = with_handlers(from_env())
+    except HandlersError as exc:
+        print(f"jobtrail: {exc}", file=sys.stderr)
+        return 2
+    Layout(settings.data).create()
+    if not settings.secret:
+        load_or_create_secret(settings.data)
+    uvicorn.run(
+        "service.serve:serve_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    ttl = parse_duration(args.ttl)
+    settings = from_env(data=Path(args.data))
+    if settings.secret:
+        secret = settings.secret
+    else:
+        Layout(settings.data).require()
+        secret = load_or_create_secret(settings.data)
+    try:
+        print(issue_token(secret, Principal(args.site, args.user, args.role), ttl))
+    except InvalidId as exc:
+        print(f"jobtrail: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _verify(settings: VerifySettings) -> int:

@@ -1,1 +1,5 @@
 """The worker: claims requested jobs, runs their handlers, appends the outcome."""
+
+from worker.handlers import Fail, Handlers, JobContext, Retry, load_handlers
+
+__all__ = ["Fail", "Handlers", "JobContext", "Retry", "load_handlers"]

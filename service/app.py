@@ -1,0 +1,190 @@
+"""The Starlette application: `create_app(store, settings)`, nothing at module level.
+
+Resources are opened in the lifespan: the signing secret and the read model, which a
+projection runner keeps current from the store's feed for as long as the app runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from eventstore import EventStore
+from eventstore.errors import JobtrailError, StorageError
+from eventstore.filestore import FileStore
+from projections.model import ReadModel
+from projections.runner import ProjectionRunner
+from service import jobs_api
+from service.app_state import AppState, utcnow
+from service.auth import load_or_create_secret
+from service.errors import MethodNotAllowed, NotFound
+from service.http import json_response, timestamp
+from service.settings import Settings
+
+access_log = logging.getLogger("jobtrail.access")
+log = logging.getLogger("jobtrail.service")
+
+
+def create_app(
+    store: EventStore, settings: Settings, *, clock: Callable[[], datetime] = utcnow
+) -> Starlette:
+    """The HTTP service over `store`; the caller owns the store and closes it."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.secret = settings.secret or _secret_for(store)
+        model = ReadModel()
+        runner = ProjectionRunner(store, model.projections)
+        await runner.catch_up()
+        app.state.jobtrail = AppState(store, settings, model, runner, clock)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            yield
+            tg.cancel_scope.cancel()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *jobs_api.routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            JobtrailError: _jobtrail_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.add_middleware(RequestLog)
+    return app
+
+
+def _secret_for(store: EventStore) -> str:
+    if isinstance(store, FileStore):
+        return load_or_create_secret(store.log.layout.root)
+    return secrets.token_urlsafe(48)  # a store of this process only: tokens of this process
+
+
+def error_body(request: Request, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "success": False,
+        "error": code,
+        "message": message,
+        "timestamp": timestamp(utcnow()),
+        "path": request.url.path,
+        **extra,
+    }
+
+
+async def _jobtrail_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, JobtrailError)
+    headers = dict(getattr(exc, "headers", {}) or {})
+    if isinstance(exc, StorageError) or exc.status == 503:
+        headers.setdefault("Retry-After", "5")
+    if getattr(exc, "legacy", False):
+        body = {"error": str(exc), "timestamp": timestamp(utcnow()), "path": request.url.path}
+        return json_response(body, exc.status, headers)
+    extra = getattr(exc, "extra", {})
+    message = str(exc) if exc.status < 500 or exc.status == 503 else "Internal error."
+    if isinstance(exc, StorageError):
+        log.error("storage unavailable: %r", exc)
+        message = "Storage is unavailable; nothing was written. Try again later."
+    return json_response(error_body(request, exc.code, message, **extra), exc.status, headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        err: JobtrailError = MethodNotAllowed(f"{request.method} is not allowed here.")
+        headers = dict(exc.headers or {})
+    else:
+        err = NotFound("No such route.")
+        headers = {}
+    body = error_body(request, err.code, str(err))
+    return json_response(body, err.status, headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return json_response(error_body(request, "InternalError", "Internal error."), 500)
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the store answers reads (writes are checked by every append)."""
+    state: AppState = request.app.state.jobtrail
+    try:
+        with anyio.fail_after(5):
+            head = await state.store.head()
+    except (StorageError, TimeoutError, OSError) as exc:
+        log.warning("not ready: %r", exc)
+        return json_response(error_body(request, "StorageUnavailable", "Store unavailable."), 503)
+    return json_response({"status": "ready", "head": head, "applied": state.runner.position})
+
+
+class RequestLog:
+    """One JSON access-log line per request, and its id echoed in `X-Request-Id`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    json.dumps(
+                        {
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],  # never the query: it may hold a token
+                            "status": status,
+                            "ms": round((time.perf_counter() - started) * 1000, 2),
+                        }
+                    )
+                )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = str(value.decode("latin-1"))
+            if 0 < len(text) <= 128 and text.isprintable():
+                return text
+    return uuid.uuid4().hex

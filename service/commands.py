@@ -1,0 +1,89 @@
+"""Commands: read the job's own stream, decide, append with the version read.
+
+A job's state is folded from its stream on every command, not taken from a projection,
+so every `serve` process decides on the same, current history; the append's expected
+version turns a race into a conflict, which is retried once re-read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from eventstore import NO_STREAM, EventStore, WrongExpectedVersion, streams
+from eventstore.events import JobRequested, JobRetried
+from eventstore.records import new_event_id
+from projections.jobs import JobView, apply_job
+from service.auth import Principal
+from service.errors import JobNotFound, NotRetryable, StorageUnavailable
+
+CONFLICT_RETRIES = 5
+
+
+class JobCreate(msgspec.Struct, forbid_unknown_fields=False):
+    """The body of `POST /api/jobs`."""
+
+    type: str
+    params: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    priority: int = 0
+    max_retries: int = 3
+
+
+async def load_job(store: EventStore, job_id: str) -> JobView | None:
+    """The job as its own stream tells it now, or None if there is no such stream."""
+    view: JobView | None = None
+    for recorded in await store.read_stream(streams.job(job_id)):
+        view = apply_job(view, recorded)
+    return view
+
+
+async def visible_job(store: EventStore, job_id: str, who: Principal) -> JobView:
+    """The job if the caller may see it: its site's admins, or its creator; else 404."""
+    job = await load_job(store, job_id)
+    if (
+        job is None
+        or job.site_id != who.site_id
+        or (not who.is_admin and job.user_id != who.user_id)
+    ):
+        raise JobNotFound("Job not found.")
+    return job
+
+
+async def create_job(store: EventStore, who: Principal, body: JobCreate) -> str:
+    """Append a new job's `requested`; its id is a fresh UUIDv7."""
+    job_id = new_event_id()
+    event = JobRequested(
+        job_type=body.type,
+        site_id=who.site_id,
+        user_id=who.user_id,
+        params=body.params,
+        metadata=body.metadata,
+        priority=body.priority,
+        max_retries=body.max_retries,
+    )
+    await store.append(streams.job(job_id), [event], NO_STREAM)
+    return job_id
+
+
+async def retry_job(
+    store: EventStore, who: Principal, job_id: str, clock: Callable[[], datetime]
+) -> JobView:
+    """Start a new round of attempts for a failed job that may be retried."""
+    for _ in range(CONFLICT_RETRIES):
+        job = await visible_job(store, job_id, who)
+        if not job.can_retry:
+            raise NotRetryable("Only a failed job with attempts left can be retried.")
+        try:
+            await store.append(
+                streams.job(job_id),
+                [JobRetried(next_attempt_at=clock(), manual=True)],
+                job.version,
+            )
+        except WrongExpectedVersion:
+            continue  # the job moved on meanwhile: decide again on what it is now
+        return await visible_job(store, job_id, who)
+    raise StorageUnavailable("The job kept changing; try again.")

@@ -1,0 +1,123 @@
+"""Request and response helpers shared by every route: JSON in and out, ids, principals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from eventstore.streams import valid_id, valid_job_id
+from service.auth import Principal, verify_token
+from service.errors import (
+    Forbidden,
+    InvalidHeader,
+    InvalidJson,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+)
+
+T = TypeVar("T")
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """RFC 3339 UTC with milliseconds and a `Z`, as every answer carries times."""
+    if value is None:
+        return None
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_ENCODER.encode(body), status, headers, media_type="application/json")
+
+
+def principal_of(request: Request, *, query_token: bool = False) -> Principal:
+    """The caller from `Authorization: Bearer`; streams may also pass `access_token`."""
+    secret: str = request.app.state.secret
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Missing, invalid or expired token.")
+        return verify_token(secret, token.strip())
+    query = request.query_params.get("access_token") if query_token else None
+    if query:
+        return verify_token(secret, query)
+    raise Unauthorized("Missing, invalid or expired token.")
+
+
+def check_identity_headers(request: Request, who: Principal) -> None:
+    """X-Site-Id / X-User-Id sent anyway must be well formed (400) and agree with the token
+    (403). Call `identity_headers_wellformed` first where a body is parsed in between."""
+    identity_headers_wellformed(request)
+    for header, value, what in (
+        ("x-site-id", who.site_id, "X-Site-Id"),
+        ("x-user-id", who.user_id, "X-User-Id"),
+    ):
+        sent = request.headers.get(header)
+        if sent is not None and sent != value:
+            raise Forbidden(f"{what} does not match the token.")
+
+
+def identity_headers_wellformed(request: Request) -> None:
+    for header, what in (("x-site-id", "X-Site-Id"), ("x-user-id", "X-User-Id")):
+        sent = request.headers.get(header)
+        if sent is not None:
+            valid_id(sent, what)
+
+
+def job_id_param(request: Request) -> str:
+    """The path's job id, lowercased; 400 InvalidId unless it is a UUID."""
+    return valid_job_id(request.path_params["job_id"])
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` (never buffered whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidHeader("Content-Length must be a whole number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is larger than {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of a body (400 InvalidJson when it is not JSON); None when empty."""
+    if not raw.strip():
+        return None
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(f"The body is not valid JSON: {exc}") from None
+
+
+def convert(value: Any, type_: type[T]) -> T:
+    """Validate a parsed body: 422 ValidationError whose message names the field."""
+    try:
+        return msgspec.convert(value, type_, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(_field_message(str(exc))) from None
+
+
+def _field_message(text: str) -> str:
+    """msgspec says `... - at `$.priority``; API clients want the field named plainly."""
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return text
+    field = where.rstrip("`").removeprefix("$").lstrip(".") or "body"
+    return f"{field}: {message}"

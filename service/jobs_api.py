@@ -1,0 +1,181 @@
+"""Generic jobs (API.md section 2): create, poll, list, retry, the older status form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from eventstore.errors import InvalidId
+from eventstore.streams import valid_month
+from projections.listings import DEFAULT_PAGE_LIMIT, decode_cursor
+from service import commands
+from service.app_state import AppState
+from service.errors import ApiError, ValidationFailed
+from service.http import (
+    check_identity_headers,
+    convert,
+    identity_headers_wellformed,
+    job_id_param,
+    json_response,
+    parse_json,
+    principal_of,
+    read_body,
+)
+from service.views import job_json, legacy_job_json
+
+STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
+
+
+async def create(request: Request) -> Response:
+    state: AppState = request.app.state.jobtrail
+    who = principal_of(request)
+    raw = await read_body(request, state.settings.max_json_bytes)
+    identity_headers_wellformed(request)
+    value = parse_json(raw)
+    check_identity_headers(request, who)
+    body = convert({} if value is None else value, commands.JobCreate)
+    _check_create(body, state)
+    job_id = await commands.create_job(state.store, who, body)
+    poll = f"/api/jobs/{job_id}"
+    answer = {
+        "status": "accepted",
+        "job_id": job_id,
+        "message": f"Job accepted. Poll {poll} for status.",
+        "poll_url": poll,
+        "events_url": f"{poll}/events",
+    }
+    return json_response(answer, 202, {"Location": poll})
+
+
+def _check_create(body: commands.JobCreate, state: AppState) -> None:
+    if body.type not in state.settings.job_types:
+        raise ValidationFailed(f"type: unknown job type {body.type[:80]!r}")
+    if body.type == "ai_evaluation":
+        raise ValidationFailed("type: ai_evaluation jobs are created with a lead (not yet here)")
+    if not -10 <= body.priority <= 10:
+        raise ValidationFailed("priority: must be an integer from -10 to 10")
+    if not 1 <= body.max_retries <= 10:
+        raise ValidationFailed("max_retries: must be an integer from 1 to 10")
+
+
+async def get(request: Request) -> Response:
+    state: AppState = request.app.state.jobtrail
+    who = principal_of(request)
+    job_id = job_id_param(request)
+    check_identity_headers(request, who)
+    job = await commands.visible_job(state.store, job_id, who)
+    return json_response(job_json(job), 200, _poll_headers(job.status, state))
+
+
+def _poll_headers(status: str, state: AppState) -> dict[str, str]:
+    if status in ("pending", "running"):
+        return {"Retry-After": str(state.settings.poll_retry_after)}
+    return {}
+
+
+async def listing(request: Request) -> Response:
+    state: AppState = request.app.state.jobtrail
+    who = principal_of(request)
+    check_identity_headers(request, who)
+    params = request.query_params
+    statuses = None
+    if raw_status := params.get("status"):
+        statuses = frozenset(s.strip() for s in raw_status.split(","))
+        if not statuses <= STATUSES:
+            raise ValidationFailed(f"status: one or more of {', '.join(sorted(STATUSES))}")
+    limit = DEFAULT_PAGE_LIMIT
+    if (raw_limit := params.get("limit")) is not None:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+            raise ValidationFailed("limit: an integer from 1 to 500")
+        limit = int(raw_limit)
+    cursor = params.get("cursor")
+    if cursor is not None:
+        decode_cursor(cursor)  # InvalidCursor (422) names the parameter
+    await state.runner.catch_up()
+    page = state.model.listings.page(
+        who.site_id,
+        user_id=None if who.is_admin else who.user_id,
+        statuses=statuses,
+        job_type=params.get("type") or None,
+        limit=limit,
+        cursor=cursor,
+    )
+    jobs = [job_json(job) for job in page.jobs]
+    return json_response({"jobs": jobs, "count": len(jobs), "next_cursor": page.next_cursor})
+
+
+async def retry(request: Request) -> Response:
+    state: AppState = request.app.state.jobtrail
+    who = principal_of(request)
+    job_id = job_id_param(request)
+    check_identity_headers(request, who)
+    job = await commands.retry_job(state.store, who, job_id, state.clock)
+    return json_response(job_json(job), 202, _poll_headers(job.status, state))
+
+
+async def legacy_status(request: Request) -> Response:
+    """The older store's form; this one route answers every error in that store's shape."""
+    state: AppState = request.app.state.jobtrail
+    try:
+        who = principal_of(request)
+        job_id = job_id_param(request)
+        check_identity_headers(request, who)
+        job = await commands.visible_job(state.store, job_id, who)
+    except ApiError as exc:
+        raise LegacyError(exc) from None
+    except Exception as exc:
+        raise LegacyError(exc) from None
+    return json_response(legacy_job_json(job))
+
+
+class LegacyError(ApiError):
+    """An error of `/api/job-status`, answered as `{"error", "timestamp", "path"}`."""
+
+    _TEXT = {
+        400: "Invalid job_id format (must be UUID)",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Job not found",
+        503: "Service unavailable",
+    }
+
+    def __init__(self, cause: Exception) -> None:
+        status = int(getattr(cause, "status", 500))
+        super().__init__(self._TEXT.get(status, "Internal error"))
+        self.status = status
+        self.code = self.message
+        self.legacy = True
+
+
+async def usage(request: Request) -> Response:
+    state: AppState = request.app.state.jobtrail
+    who = principal_of(request)
+    check_identity_headers(request, who)
+    month = request.query_params.get("month") or state.month()
+    try:
+        valid_month(month)
+    except InvalidId:
+        raise ValidationFailed("month: must be YYYY-MM") from None
+    await state.runner.catch_up()
+    u = state.model.usage.usage(who.site_id, month)
+    answer: dict[str, Any] = {
+        "used": u.used,
+        "limit": u.limit,
+        "remaining": u.remaining,
+        "month": u.month,
+        "tier": u.tier,
+    }
+    return json_response(answer)
+
+
+routes = [
+    Route("/api/jobs", create, methods=["POST"]),
+    Route("/api/jobs", listing, methods=["GET"]),
+    Route("/api/jobs/{job_id}", get, methods=["GET"]),
+    Route("/api/jobs/{job_id}/retry", retry, methods=["POST"]),
+    Route("/api/job-status/{job_id}", legacy_status, methods=["GET"]),
+    Route("/api/usage", usage, methods=["GET"]),
+]

@@ -1,0 +1,65 @@
+"""Running the service under uvicorn, in one process or several on one data directory.
+
+`serve_app()` is the ASGI app uvicorn imports (also in each `--workers` process): its
+lifespan opens the file store from the JOBTRAIL_* settings, then runs `create_app`'s own
+lifespan inside, so the store outlives every request and closes last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from eventstore.filestore import open_file_store
+from service.app import create_app
+from service.settings import from_env, with_handlers
+
+
+class ServedApp:
+    """An ASGI app whose lifespan opens the store, then the service over it."""
+
+    def __init__(self) -> None:
+        self._inner: Starlette | None = None
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        settings = with_handlers(from_env())
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(open_file_store(settings.data, create=True))
+            inner = create_app(store, settings)
+            await stack.enter_async_context(inner.router.lifespan_context(inner))
+            self._inner = inner
+            try:
+                yield
+            finally:
+                self._inner = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._run_lifespan(receive, send)
+            return
+        assert self._inner is not None, "the lifespan opens the store before any request"
+        await self._inner(scope, receive, send)
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        started = False
+        try:
+            async with self._lifespan():
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                message = await receive()
+        except Exception as exc:
+            kind = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": kind, "message": repr(exc)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def serve_app() -> ServedApp:
+    """The factory uvicorn calls (`--factory`) in every worker process."""
+    return ServedApp()

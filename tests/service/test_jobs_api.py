@@ -1,0 +1,251 @@
+"""Generic jobs (API.md section 2) through a real uvicorn, field by field."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pytest
+
+from service.auth import Principal, issue_token
+from tests.service.conftest import SECRET, Service
+
+pytestmark = pytest.mark.anyio
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+async def create(
+    svc: Service, body: dict[str, object] | None = None, site: str = "site1", user: str = "user1"
+) -> str:
+    headers = svc.auth(site=site, user=user)
+    r = await svc.client.post("/api/jobs", json=body or {"type": "noop"}, headers=headers)
+    assert r.status_code == 202, r.text
+    job_id: str = r.json()["job_id"]
+    return job_id
+
+
+async def test_create_answers_202_with_links(service: Service) -> None:
+    body = {"type": "noop", "params": {"n": 1}, "metadata": {"case": "c1"}, "priority": 5}
+    r = await service.client.post("/api/jobs", json=body, headers=service.auth())
+    assert r.status_code == 202
+    data = r.json()
+    assert UUID.fullmatch(data["job_id"])
+    assert data["status"] == "accepted"
+    assert data["poll_url"] == f"/api/jobs/{data['job_id']}"
+    assert data["events_url"] == f"/api/jobs/{data['job_id']}/events"
+    assert data["message"] == f"Job accepted. Poll /api/jobs/{data['job_id']} for status."
+    assert r.headers["location"] == data["poll_url"]
+    assert r.headers["x-request-id"]
+
+
+async def test_poll_shows_every_field(service: Service) -> None:
+    job_id = await create(service, {"type": "report", "metadata": {"k": [1, 2]}, "max_retries": 2})
+    r = await service.client.get(f"/api/jobs/{job_id}", headers=service.auth())
+    assert r.status_code == 200
+    job = r.json()
+    assert job["job_id"] == job_id and job["job_type"] == "report"
+    assert job["status"] == "pending" and job["user_id"] == "user1"
+    assert job["metadata"] == {"k": [1, 2]}
+    assert TIME.fullmatch(job["created_at"])
+    for key in ("result", "error", "error_code", "started_at", "completed_at", "next_attempt_at"):
+        assert key in job and job[key] is None
+    assert job["progress"] == 0 and job["progress_message"] == ""
+    assert job["retry_count"] == 0 and job["max_retries"] == 2
+    assert r.headers["retry-after"] == "2"
+    upper = await service.client.get(f"/api/jobs/{job_id.upper()}", headers=service.auth())
+    assert upper.status_code == 200 and upper.json()["job_id"] == job_id
+
+
+async def test_visibility_members_own_admins_site_others_nothing(service: Service) -> None:
+    mine = await create(service, user="alice")
+    theirs = await create(service, user="bob")
+    other_site = await create(service, site="site2", user="alice")
+    get = service.client.get
+    assert (await get(f"/api/jobs/{mine}", headers=service.auth(user="alice"))).status_code == 200
+    assert (await get(f"/api/jobs/{theirs}", headers=service.auth(user="alice"))).status_code == 404
+    admin = service.auth(user="root", role="admin")
+    assert (await get(f"/api/jobs/{theirs}", headers=admin)).status_code == 200
+    r = await get(f"/api/jobs/{other_site}", headers=admin)
+    assert r.status_code == 404 and r.json()["error"] == "JobNotFound"
+    missing = await get(f"/api/jobs/{uuid.uuid4()}", headers=admin)
+    assert missing.status_code == 404 and missing.json()["error"] == "JobNotFound"
+    listed = await get("/api/jobs", headers=service.auth(user="alice"))
+    assert [j["job_id"] for j in listed.json()["jobs"]] == [mine]
+    listed_admin = await get("/api/jobs", headers=admin)
+    assert [j["job_id"] for j in listed_admin.json()["jobs"]] == [theirs, mine]
+
+
+async def test_listing_pages_newest_first_with_filters(service: Service) -> None:
+    ids = [await create(service, {"type": "noop" if i % 2 else "report"}) for i in range(7)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+        page = (await service.client.get("/api/jobs", params=params, headers=service.auth())).json()
+        assert page["count"] == len(page["jobs"]) <= 3
+        seen += [j["job_id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    reports = await service.client.get("/api/jobs?type=report", headers=service.auth())
+    assert [j["job_id"] for j in reports.json()["jobs"]] == ids[::-2]
+    none = await service.client.get("/api/jobs?type=nothing", headers=service.auth())
+    assert none.json() == {"jobs": [], "count": 0, "next_cursor": None}
+    pending = await service.client.get("/api/jobs?status=pending,failed", headers=service.auth())
+    assert pending.json()["count"] == 7
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=x", "limit"),
+        ("status=done", "status"),
+        ("cursor=%%%", "cursor"),
+    ],
+)
+async def test_listing_bad_parameters_are_422_naming_them(
+    service: Service, query: str, field: str
+) -> None:
+    r = await service.client.get(f"/api/jobs?{query}", headers=service.auth())
+    assert r.status_code == 422 and r.json()["error"] == "ValidationError"
+    assert field in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        (b'{"type": "noop"', 400, "InvalidJson", None),
+        (b"[1, 2]", 422, "ValidationError", None),
+        (b'{"type": "nope"}', 422, "ValidationError", "type"),
+        (b'{"type": 5}', 422, "ValidationError", "type"),
+        (b'{"type": "noop", "priority": 11}', 422, "ValidationError", "priority"),
+        (b'{"type": "noop", "priority": "high"}', 422, "ValidationError", "priority"),
+        (b'{"type": "noop", "max_retries": 0}', 422, "ValidationError", "max_retries"),
+        (b'{"type": "noop", "params": []}', 422, "ValidationError", "params"),
+        (b"", 422, "ValidationError", "type"),
+    ],
+)
+async def test_bad_bodies_get_their_error_and_change_nothing(
+    service: Service, body: bytes, status: int, code: str, field: str | None
+) -> None:
+    before = service.files()
+    headers = {**service.auth(), "Content-Type": "application/json"}
+    r = await service.client.post("/api/jobs", content=body, headers=headers)
+    assert r.status_code == status, r.text
+    answer = r.json()
+    assert answer["success"] is False and answer["error"] == code
+    assert answer["path"] == "/api/jobs" and TIME.fullmatch(answer["timestamp"])
+    if field:
+        assert field in answer["message"]
+    assert service.files() == before
+
+
+async def test_a_body_over_the_limit_is_413(service: Service) -> None:
+    big = b'{"type": "noop", "params": {"x": "' + b"a" * (1024 * 1024) + b'"}}'
+    r = await service.client.post("/api/jobs", content=big, headers=service.auth())
+    assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
+
+
+async def test_tokens_are_checked_first(service: Service) -> None:
+    post = service.client.post
+    assert (await post("/api/jobs", content=b"{bad")).status_code == 401
+    bad = {"Authorization": "Bearer not-a-token"}
+    assert (await post("/api/jobs", json={"type": "noop"}, headers=bad)).json()["error"] == (
+        "Unauthorized"
+    )
+    expired = issue_token(SECRET, Principal("site1", "user1", "member"), 1, now=time.time() - 60)
+    r = await post(
+        "/api/jobs", json={"type": "noop"}, headers={"Authorization": f"Bearer {expired}"}
+    )
+    assert r.status_code == 401
+    forged = issue_token(
+        "another-secret-0123456789abcdef-xyz", Principal("site1", "u", "admin"), 60
+    )
+    r = await service.client.get("/api/jobs", headers={"Authorization": f"Bearer {forged}"})
+    assert r.status_code == 401
+
+
+async def test_identity_headers_must_agree_with_the_token(service: Service) -> None:
+    h = service.auth()
+    ok = await service.client.get("/api/jobs", headers={**h, "X-Site-Id": "site1"})
+    assert ok.status_code == 200
+    other = await service.client.get("/api/jobs", headers={**h, "X-Site-Id": "site2"})
+    assert other.status_code == 403 and other.json()["error"] == "Forbidden"
+    user = await service.client.get("/api/jobs", headers={**h, "X-User-Id": "someone"})
+    assert user.status_code == 403
+    bad = await service.client.get("/api/jobs", headers={**h, "X-Site-Id": "../etc"})
+    assert bad.status_code == 400 and bad.json()["error"] == "InvalidId"
+    bad_json = await service.client.post(
+        "/api/jobs", content=b"{", headers={**h, "X-Site-Id": "site2"}
+    )
+    assert bad_json.status_code == 400, "malformed JSON (400) is answered before 403"
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["nope", "0193-1", "../../etc/passwd", "%00", "x" * 10_000, "123e4567e89b12d3a456426614174000"],
+)
+async def test_malformed_job_ids_are_400(service: Service, job_id: str) -> None:
+    before = service.files()
+    r = await service.client.get(f"/api/jobs/{job_id}", headers=service.auth())
+    assert r.status_code in (400, 404) and r.json()["error"] in ("InvalidId", "NotFound")
+    if "/" not in job_id:
+        assert r.status_code == 400 and r.json()["error"] == "InvalidId"
+    assert service.files() == before
+
+
+async def test_routes_and_methods(service: Service) -> None:
+    r = await service.client.get("/api/nothing-here", headers=service.auth())
+    assert r.status_code == 404 and r.json()["error"] == "NotFound"
+    r = await service.client.delete("/api/jobs", headers=service.auth())
+    assert r.status_code == 405 and r.json()["error"] == "MethodNotAllowed"
+    assert (await service.client.get("/healthz")).json() == {"status": "ok"}
+    ready = await service.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+async def test_retry_of_a_job_that_did_not_fail_is_409(service: Service) -> None:
+    job_id = await create(service)
+    r = await service.client.post(f"/api/jobs/{job_id}/retry", headers=service.auth())
+    assert r.status_code == 409 and r.json()["error"] == "NotRetryable"
+
+
+async def test_the_older_status_route_keeps_the_older_shapes(service: Service) -> None:
+    job_id = await create(service)
+    r = await service.client.get(f"/api/job-status/{job_id}", headers=service.auth())
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "queued" and body["error_message"] is None
+    assert set(body) == {
+        "job_id",
+        "status",
+        "created_at",
+        "updated_at",
+        "result",
+        "error_message",
+        "progress",
+    }
+    bad = await service.client.get("/api/job-status/nope", headers=service.auth())
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "Invalid job_id format (must be UUID)"
+    assert set(bad.json()) == {"error", "timestamp", "path"}
+    missing = await service.client.get(f"/api/job-status/{uuid.uuid4()}", headers=service.auth())
+    assert missing.status_code == 404 and missing.json()["error"] == "Job not found"
+    anon = await service.client.get(f"/api/job-status/{job_id}")
+    assert anon.status_code == 401 and anon.json()["error"] == "Unauthorized"
+
+
+async def test_usage_defaults_and_month_validation(service: Service) -> None:
+    r = await service.client.get("/api/usage", headers=service.auth())
+    body = r.json()
+    assert body["used"] == 0 and body["limit"] == 20 and body["remaining"] == 20
+    assert body["tier"] == "free" and re.fullmatch(r"\d{4}-\d\d", body["month"])
+    for month in ("2026-13", "26-01", "2026-1", "x"):
+        bad = await service.client.get(f"/api/usage?month={month}", headers=service.auth())
+        assert bad.status_code == 422 and "month" in bad.json()["message"]
