@@ -75,6 +75,14 @@ class JobCancelled(Event, tag="cancelled", frozen=True, kw_only=True):
     by: str
 
 
+class JobCancelRequested(Event, tag="cancel_requested", frozen=True, kw_only=True):
+    """Cancellation of a running job was asked for; `cancelled` follows when its handler stops.
+
+    A pending job is cancelled at once instead (`cancelled` only)."""
+
+    by: str
+
+
 JOB_EVENTS = (
     JobRequested,
     JobStarted,
@@ -83,6 +91,7 @@ JOB_EVENTS = (
     JobFailed,
     JobRetried,
     JobCancelled,
+    JobCancelRequested,
 )
 
 # -- a site's monthly usage: usage:<site>:<YYYY-MM> -------------------------------------
@@ -149,6 +158,7 @@ AnyEvent = (
     | JobFailed
     | JobRetried
     | JobCancelled
+    | JobCancelRequested
     | QuotaReserved
     | QuotaSet
     | LeadSaved

@@ -33,6 +33,7 @@ from eventstore.events import (
     DocumentAdded,
     DocumentRemoved,
     JobCancelled,
+    JobCancelRequested,
     JobCompleted,
     JobFailed,
     JobProgressed,
@@ -90,6 +91,7 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True, gc=False, array_like=Tr
     lease_expires_at: datetime | None = None
     version: int
     position: int
+    cancel_requested: bool = False  # last: array_like fields are only ever appended
 
     @property
     def params(self) -> dict[str, Any]:
@@ -258,6 +260,7 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
                     status="pending",
                     attempt=0,
                     retry_count=0,
+                    cancel_requested=False,
                     error=None,
                     error_code=None,
                     next_attempt_at=next_at,
@@ -272,6 +275,15 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
                 return replace(
                     view,
                     next_attempt_at=next_at,
+                    updated_at=recorded.recorded_at,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
+        case JobCancelRequested():
+            if status == "running" and not view.cancel_requested:
+                return replace(
+                    view,
+                    cancel_requested=True,
                     updated_at=recorded.recorded_at,
                     version=recorded.version,
                     position=recorded.position,

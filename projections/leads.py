@@ -24,6 +24,7 @@ from eventstore.events import (
     DocumentAdded,
     DocumentRemoved,
     JobCancelled,
+    JobCancelRequested,
     JobCompleted,
     JobFailed,
     JobProgressed,
@@ -126,8 +127,15 @@ def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | Non
             # From the job's own stream: not a change of the lead's stream or its version.
             return replace(view, last_job_id=streams.job_id_of(recorded.stream))
         case (
-            JobStarted() | JobProgressed() | JobCompleted() | JobFailed() | JobRetried()
-            | JobCancelled() | QuotaReserved() | QuotaSet()
+            JobStarted()
+            | JobProgressed()
+            | JobCompleted()
+            | JobFailed()
+            | JobRetried()
+            | JobCancelled()
+            | JobCancelRequested()
+            | QuotaReserved()
+            | QuotaSet()
         ):
             return view
         case _:

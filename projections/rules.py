@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from eventstore.events import (
     JobCancelled,
+    JobCancelRequested,
     JobCompleted,
     JobFailed,
     JobProgressed,
@@ -58,5 +59,7 @@ def illegal_transition(view: JobView | None, recorded: RecordedEvent) -> str | N
             return None if awaiting_retry(view) else "retried without a failed attempt to retry"
         case JobCancelled():
             return None
+        case JobCancelRequested():
+            return None if status == "running" else f"{name} while {status}"
         case _:
             return f"{name} in a job stream"

@@ -12,7 +12,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -29,12 +29,15 @@ from eventstore.errors import JobtrailError, StorageError
 from eventstore.filestore import FileStore
 from projections.model import ReadModel
 from projections.runner import ProjectionRunner
-from service import jobs_api
+from service import events_api, jobs_api, ops_api
 from service.app_state import AppState, utcnow
 from service.auth import load_or_create_secret
 from service.errors import MethodNotAllowed, NotFound
 from service.http import json_response, timestamp
 from service.settings import Settings
+
+API_PARTS = (jobs_api, ops_api, events_api)
+"""Route modules: each has `routes`, and may have `lifespan(app, state)` for its resources."""
 
 access_log = logging.getLogger("jobtrail.access")
 log = logging.getLogger("jobtrail.service")
@@ -51,16 +54,21 @@ def create_app(
         model = ReadModel()
         runner = ProjectionRunner(store, model.projections)
         await runner.catch_up()
-        app.state.jobtrail = AppState(store, settings, model, runner, clock)
-        async with anyio.create_task_group() as tg:
+        state = AppState(store, settings, model, runner, clock)
+        app.state.jobtrail = state
+        async with anyio.create_task_group() as tg, AsyncExitStack() as parts:
             tg.start_soon(runner.run)
+            for part in API_PARTS:  # each part opens what its routes need
+                opener = getattr(part, "lifespan", None)
+                if opener is not None:
+                    await parts.enter_async_context(opener(app, state))
             yield
             tg.cancel_scope.cancel()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *jobs_api.routes,
+        *(route for part in API_PARTS for route in part.routes),
     ]
     app = Starlette(
         routes=routes,

@@ -14,11 +14,11 @@ from typing import Any
 import msgspec
 
 from eventstore import NO_STREAM, EventStore, WrongExpectedVersion, streams
-from eventstore.events import JobRequested, JobRetried
+from eventstore.events import JobCancelled, JobCancelRequested, JobRequested, JobRetried
 from eventstore.records import new_event_id
 from projections.jobs import JobView, apply_job
 from service.auth import Principal
-from service.errors import JobNotFound, NotRetryable, StorageUnavailable
+from service.errors import JobNotFound, NotCancellable, NotRetryable, StorageUnavailable
 
 CONFLICT_RETRIES = 5
 
@@ -85,5 +85,29 @@ async def retry_job(
             )
         except WrongExpectedVersion:
             continue  # the job moved on meanwhile: decide again on what it is now
+        return await visible_job(store, job_id, who)
+    raise StorageUnavailable("The job kept changing; try again.")
+
+
+async def cancel_job(store: EventStore, who: Principal, job_id: str) -> JobView:
+    """Cancel a pending job at once; ask a running one's handler to stop.
+
+    Cancelling a cancelled job again changes nothing; a completed or failed one is 409.
+    """
+    for _ in range(CONFLICT_RETRIES):
+        job = await visible_job(store, job_id, who)
+        if job.status == "cancelled" or (job.status == "running" and job.cancel_requested):
+            return job
+        if job.status in ("completed", "failed"):
+            raise NotCancellable(f"A {job.status} job cannot be cancelled.")
+        event = (
+            JobCancelled(by=who.user_id)
+            if job.status == "pending"
+            else JobCancelRequested(by=who.user_id)
+        )
+        try:
+            await store.append(streams.job(job_id), [event], job.version)
+        except WrongExpectedVersion:
+            continue
         return await visible_job(store, job_id, who)
     raise StorageUnavailable("The job kept changing; try again.")

@@ -116,6 +116,15 @@ async def retry(request: Request) -> Response:
     return json_response(job_json(job), 202, _poll_headers(job.status, state))
 
 
+async def cancel(request: Request) -> Response:
+    state: AppState = request.app.state.jobtrail
+    who = principal_of(request)
+    job_id = job_id_param(request)
+    check_identity_headers(request, who)
+    job = await commands.cancel_job(state.store, who, job_id)
+    return json_response(job_json(job), 202, _poll_headers(job.status, state))
+
+
 async def legacy_status(request: Request) -> Response:
     """The older store's form; this one route answers every error in that store's shape."""
     state: AppState = request.app.state.jobtrail
@@ -176,6 +185,7 @@ routes = [
     Route("/api/jobs", listing, methods=["GET"]),
     Route("/api/jobs/{job_id}", get, methods=["GET"]),
     Route("/api/jobs/{job_id}/retry", retry, methods=["POST"]),
+    Route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"]),
     Route("/api/job-status/{job_id}", legacy_status, methods=["GET"]),
     Route("/api/usage", usage, methods=["GET"]),
 ]

@@ -31,6 +31,7 @@ def job_json(job: JobView) -> dict[str, Any]:
         "next_attempt_at": timestamp(job.next_attempt_at),
         "priority": job.priority,
         "can_retry": job.can_retry,
+        "cancel_requested": job.cancel_requested,
     }
 
 

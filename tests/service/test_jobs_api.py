@@ -249,3 +249,31 @@ async def test_usage_defaults_and_month_validation(service: Service) -> None:
     for month in ("2026-13", "26-01", "2026-1", "x"):
         bad = await service.client.get(f"/api/usage?month={month}", headers=service.auth())
         assert bad.status_code == 422 and "month" in bad.json()["message"]
+
+
+async def test_cancel_a_pending_job_at_once_and_again(service: Service) -> None:
+    job_id = await create(service)
+    r = await service.client.post(f"/api/jobs/{job_id}/cancel", headers=service.auth())
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    again = await service.client.post(f"/api/jobs/{job_id}/cancel", headers=service.auth())
+    assert again.status_code == 202 and again.json()["status"] == "cancelled"
+    events = await service.store.read_stream(f"job:{job_id}")
+    assert [e.type for e in events] == ["requested", "cancelled"]
+    legacy = await service.client.get(f"/api/job-status/{job_id}", headers=service.auth())
+    assert legacy.json()["status"] == "failed"
+    assert legacy.json()["error_message"] == "Job cancelled"
+
+
+async def test_cancel_a_running_job_asks_its_handler(service: Service) -> None:
+    from eventstore.events import JobCompleted, JobStarted
+
+    job_id = await create(service)
+    await service.store.append(f"job:{job_id}", [JobStarted(attempt=1, worker_id="w1")], 1)
+    r = await service.client.post(f"/api/jobs/{job_id}/cancel", headers=service.auth())
+    body = r.json()
+    assert r.status_code == 202 and body["status"] == "running" and body["cancel_requested"]
+    await service.store.append(f"job:{job_id}", [JobCompleted(result={"ok": True})], 3)
+    done = await service.client.post(f"/api/jobs/{job_id}/cancel", headers=service.auth())
+    assert done.status_code == 409 and done.json()["error"] == "NotCancellable"
+    got = (await service.client.get(f"/api/jobs/{job_id}", headers=service.auth())).json()
+    assert got["status"] == "completed" and got["result"] == {"ok": True} and got["progress"] == 100
