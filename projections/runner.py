@@ -181,6 +181,11 @@ class ProjectionRunner:
                     return
             await self._advanced.wait(seen, math.inf if self._following else RESCAN_SECONDS)
 
+    async def wait_past(self, position: int, within: float) -> None:
+        """Return once something after `position` is applied, or after `within` seconds."""
+        with anyio.move_on_after(within):
+            await self.wait_for(position + 1)
+
     async def save_checkpoint(self) -> int:
         """Write the state atomically (temp file, fsync, replace, fsync the dir); its position."""
         if self._path is None:

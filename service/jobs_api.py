@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from eventstore.errors import InvalidId
 from eventstore.streams import valid_month
+from projections.jobs import JobView
 from projections.listings import DEFAULT_PAGE_LIMIT, decode_cursor
 from service import commands
 from service.app_state import AppState
+from service.auth import Principal
 from service.errors import ApiError, ValidationFailed
 from service.http import (
     check_identity_headers,
@@ -66,8 +70,42 @@ async def get(request: Request) -> Response:
     who = principal_of(request)
     job_id = job_id_param(request)
     check_identity_headers(request, who)
+    wait = preferred_wait(request, state.settings.max_wait_seconds)
     job = await commands.visible_job(state.store, job_id, who)
-    return json_response(job_json(job), 200, _poll_headers(job.status, state))
+    headers = _poll_headers(job.status, state)
+    if wait is not None:
+        job = await wait_for_change(state, job, who, wait)
+        headers = {**_poll_headers(job.status, state), "Preference-Applied": f"wait={wait}"}
+    return json_response(job_json(job), 200, headers)
+
+
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*([0-9]{1,9})(?:$|[;,\s])")
+
+
+def preferred_wait(request: Request, cap: int) -> int | None:
+    """`Prefer: wait=N` (RFC 7240): whole seconds to hold a poll, above `cap` read as `cap`."""
+    prefer = request.headers.get("prefer")
+    if prefer is None:
+        return None
+    m = _PREFER_WAIT.search(prefer)
+    return None if m is None else min(int(m.group(1)), cap)
+
+
+async def wait_for_change(state: AppState, job: JobView, who: Principal, seconds: int) -> JobView:
+    """Hold until the job has a new event or `seconds` pass; a final job answers at once.
+
+    Woken by the read model's feed follower (one per process, itself woken by the store's
+    watcher), then the job's own stream is re-read, so the answer is current.
+    """
+    deadline = anyio.current_time() + seconds
+    seen = job.version
+    while not job.is_final and job.version == seen:
+        left = deadline - anyio.current_time()
+        if left <= 0:
+            break
+        await state.runner.wait_past(state.runner.position, left)
+        job = await commands.visible_job(state.store, job.job_id, who)
+    return job
 
 
 def _poll_headers(status: str, state: AppState) -> dict[str, str]:

@@ -277,3 +277,49 @@ async def test_cancel_a_running_job_asks_its_handler(service: Service) -> None:
     assert done.status_code == 409 and done.json()["error"] == "NotCancellable"
     got = (await service.client.get(f"/api/jobs/{job_id}", headers=service.auth())).json()
     assert got["status"] == "completed" and got["result"] == {"ok": True} and got["progress"] == 100
+
+
+async def test_prefer_wait_holds_a_poll_until_the_job_changes(service: Service) -> None:
+    import anyio
+
+    from eventstore.events import JobStarted
+
+    job_id = await create(service)
+    headers = {**service.auth(), "Prefer": "wait=5"}
+
+    async def start_soon() -> None:
+        await anyio.sleep(0.3)
+        await service.store.append(f"job:{job_id}", [JobStarted(attempt=1)], 1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start_soon)
+        t0 = anyio.current_time()
+        r = await service.client.get(f"/api/jobs/{job_id}", headers=headers, timeout=10)
+        took = anyio.current_time() - t0
+    assert r.json()["status"] == "running"
+    assert r.headers["preference-applied"] == "wait=5"
+    assert 0.25 <= took < 4
+
+    t0 = anyio.current_time()
+    r = await service.client.get(
+        f"/api/jobs/{job_id}", headers={**service.auth(), "Prefer": "wait=1"}, timeout=10
+    )
+    assert 0.9 <= anyio.current_time() - t0 < 3, "nothing changed: held for the whole wait"
+    assert r.headers["preference-applied"] == "wait=1"
+    capped = await service.client.get(
+        f"/api/jobs/{job_id}", headers={**service.auth(), "Prefer": "wait=0"}
+    )
+    assert capped.headers["preference-applied"] == "wait=0"
+
+
+async def test_prefer_wait_on_a_final_job_answers_at_once_capped_at_30(service: Service) -> None:
+    import anyio
+
+    job_id = await create(service)
+    await service.client.post(f"/api/jobs/{job_id}/cancel", headers=service.auth())
+    t0 = anyio.current_time()
+    r = await service.client.get(
+        f"/api/jobs/{job_id}", headers={**service.auth(), "Prefer": "wait=100"}
+    )
+    assert anyio.current_time() - t0 < 1
+    assert r.headers["preference-applied"] == "wait=30" and r.json()["status"] == "cancelled"
