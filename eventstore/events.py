@@ -150,6 +150,18 @@ class LeadEvaluated(Event, tag="lead_evaluated", frozen=True, kw_only=True):
     label: str
 
 
+# -- an idempotency key of a site's user: idem:<site>:<user>:<sha256 of the key> --------
+
+
+class IdempotencyKeyUsed(Event, tag="idempotency_key_used", frozen=True, kw_only=True):
+    """A request with this key was accepted: a repeat gets `response` again (24 h)."""
+
+    request_sha256: str
+    job_id: str
+    status: int
+    response: dict[str, Any]
+
+
 AnyEvent = (
     JobRequested
     | JobStarted
@@ -165,6 +177,7 @@ AnyEvent = (
     | DocumentAdded
     | DocumentRemoved
     | LeadEvaluated
+    | IdempotencyKeyUsed
 )
 
 

@@ -23,6 +23,7 @@ JOB: Final = "job"
 USAGE: Final = "usage"
 LEAD: Final = "lead"
 SITE: Final = "site"
+IDEMPOTENCY: Final = "idem"
 
 
 class StreamName(NamedTuple):
@@ -68,7 +69,15 @@ def site(site_id: str) -> str:
     return f"{SITE}:{valid_id(site_id, 'site id')}"
 
 
-_BUILDERS: Final = {JOB: 1, USAGE: 2, LEAD: 2, SITE: 1}
+def idempotency(site_id: str, user_id: str, key_hash: str) -> str:
+    """The stream remembering one Idempotency-Key of a site's user (by the key's hash)."""
+    return (
+        f"{IDEMPOTENCY}:{valid_id(site_id, 'site id')}:{valid_id(user_id, 'user id')}:"
+        f"{valid_id(key_hash, 'key hash')}"
+    )
+
+
+_BUILDERS: Final = {JOB: 1, USAGE: 2, LEAD: 2, SITE: 1, IDEMPOTENCY: 3}
 
 
 def parse(name: str) -> StreamName:
@@ -87,6 +96,8 @@ def parse(name: str) -> StreamName:
         usage(parts[0], parts[1])
     elif category == LEAD:
         lead(parts[0], parts[1])
+    elif category == IDEMPOTENCY:
+        idempotency(parts[0], parts[1], parts[2])
     else:
         site(parts[0])
     return StreamName(category, parts)

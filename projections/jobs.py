@@ -32,6 +32,7 @@ from msgspec.structs import replace
 from eventstore.events import (
     DocumentAdded,
     DocumentRemoved,
+    IdempotencyKeyUsed,
     JobCancelled,
     JobCancelRequested,
     JobCompleted,
@@ -309,6 +310,7 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
             | DocumentAdded()
             | DocumentRemoved()
             | LeadEvaluated()
+            | IdempotencyKeyUsed()
         ):
             pass
         case _:

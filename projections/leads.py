@@ -23,6 +23,7 @@ from eventstore import streams
 from eventstore.events import (
     DocumentAdded,
     DocumentRemoved,
+    IdempotencyKeyUsed,
     JobCancelled,
     JobCancelRequested,
     JobCompleted,
@@ -136,6 +137,7 @@ def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | Non
             | JobCancelRequested()
             | QuotaReserved()
             | QuotaSet()
+            | IdempotencyKeyUsed()
         ):
             return view
         case _:

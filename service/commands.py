@@ -7,13 +7,13 @@ version turns a race into a conflict, which is retried once re-read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from eventstore import NO_STREAM, EventStore, WrongExpectedVersion, streams
+from eventstore import NO_STREAM, AppendTo, EventStore, WrongExpectedVersion, new, streams
 from eventstore.events import JobCancelled, JobCancelRequested, JobRequested, JobRetried
 from eventstore.records import new_event_id
 from projections.jobs import JobView, apply_job
@@ -53,9 +53,19 @@ async def visible_job(store: EventStore, job_id: str, who: Principal) -> JobView
     return job
 
 
-async def create_job(store: EventStore, who: Principal, body: JobCreate) -> str:
-    """Append a new job's `requested`; its id is a fresh UUIDv7."""
-    job_id = new_event_id()
+def new_job_id() -> str:
+    """A fresh job id: a UUIDv7, lowercase."""
+    return new_event_id()
+
+
+async def create_job(
+    store: EventStore,
+    who: Principal,
+    body: JobCreate,
+    job_id: str,
+    also: Sequence[AppendTo] = (),
+) -> None:
+    """Append a new job's `requested`, together with `also` (all or nothing)."""
     event = JobRequested(
         job_type=body.type,
         site_id=who.site_id,
@@ -65,8 +75,7 @@ async def create_job(store: EventStore, who: Principal, body: JobCreate) -> str:
         priority=body.priority,
         max_retries=body.max_retries,
     )
-    await store.append(streams.job(job_id), [event], NO_STREAM)
-    return job_id
+    await store.append_many([AppendTo(streams.job(job_id), [new(event)], NO_STREAM), *also])
 
 
 async def retry_job(

@@ -10,14 +10,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from eventstore.errors import InvalidId
+from eventstore.errors import InvalidId, WrongExpectedVersion
 from eventstore.streams import valid_month
 from projections.jobs import JobView
 from projections.listings import DEFAULT_PAGE_LIMIT, decode_cursor
-from service import commands
+from service import commands, idempotency
 from service.app_state import AppState
 from service.auth import Principal
-from service.errors import ApiError, ValidationFailed
+from service.errors import ApiError, StorageUnavailable, ValidationFailed
 from service.http import (
     check_identity_headers,
     convert,
@@ -39,19 +39,40 @@ async def create(request: Request) -> Response:
     raw = await read_body(request, state.settings.max_json_bytes)
     identity_headers_wellformed(request)
     value = parse_json(raw)
+    key = idempotency.key_of(request, who, value)
     check_identity_headers(request, who)
     body = convert({} if value is None else value, commands.JobCreate)
     _check_create(body, state)
-    job_id = await commands.create_job(state.store, who, body)
+    for _ in range(commands.CONFLICT_RETRIES):
+        version = 0
+        if key is not None:
+            first, version = await idempotency.recall(state.store, key, state.clock())
+            if first is not None:
+                return _created(first.response, first.status)
+        job_id = commands.new_job_id()
+        answer = _accepted(job_id)
+        also = [] if key is None else [idempotency.remember(key, version, job_id, 202, answer)]
+        try:
+            await commands.create_job(state.store, who, body, job_id, also)
+        except WrongExpectedVersion:
+            continue  # a repeat with the same key won the race: answer what it stored
+        return _created(answer, 202)
+    raise StorageUnavailable("The request kept conflicting; try again.")
+
+
+def _accepted(job_id: str) -> dict[str, Any]:
     poll = f"/api/jobs/{job_id}"
-    answer = {
+    return {
         "status": "accepted",
         "job_id": job_id,
         "message": f"Job accepted. Poll {poll} for status.",
         "poll_url": poll,
         "events_url": f"{poll}/events",
     }
-    return json_response(answer, 202, {"Location": poll})
+
+
+def _created(answer: dict[str, Any], status: int) -> Response:
+    return json_response(answer, status, {"Location": str(answer["poll_url"])})
 
 
 def _check_create(body: commands.JobCreate, state: AppState) -> None:
