@@ -14,9 +14,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,6 +36,7 @@ from service.app_state import AppState, utcnow
 from service.auth import load_or_create_secret
 from service.errors import MethodNotAllowed, NotFound
 from service.http import json_response, timestamp
+from service.metrics import MeteredStore, Metrics
 from service.settings import Settings
 
 API_PARTS = (jobs_api, ops_api, events_api)
@@ -47,14 +50,17 @@ def create_app(
     store: EventStore, settings: Settings, *, clock: Callable[[], datetime] = utcnow
 ) -> Starlette:
     """The HTTP service over `store`; the caller owns the store and closes it."""
+    metrics = Metrics()
+    metered = MeteredStore(store, metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.secret = settings.secret or _secret_for(store)
         model = ReadModel()
-        runner = ProjectionRunner(store, model.projections)
+        metrics.watch_jobs(model.jobs)
+        runner = ProjectionRunner(metered, model.projections)
         await runner.catch_up()
-        state = AppState(store, settings, model, runner, clock)
+        state = AppState(metered, settings, model, runner, clock, metrics)
         app.state.jobtrail = state
         async with anyio.create_task_group() as tg, AsyncExitStack() as parts:
             tg.start_soon(runner.run)
@@ -68,6 +74,7 @@ def create_app(
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", partial(scrape, metrics), methods=["GET"]),
         *(route for part in API_PARTS for route in part.routes),
     ]
     app = Starlette(
@@ -79,8 +86,14 @@ def create_app(
             Exception: _internal_error,
         },
     )
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, metrics=metrics)
     return app
+
+
+async def scrape(metrics: Metrics, request: Request) -> Response:
+    """Prometheus text format of this process's metrics."""
+    body = await anyio.to_thread.run_sync(generate_latest, metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _secret_for(store: EventStore) -> str:
@@ -152,8 +165,9 @@ async def readyz(request: Request) -> Response:
 class RequestLog:
     """One JSON access-log line per request, and its id echoed in `X-Request-Id`."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -175,6 +189,11 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], template).observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     json.dumps(
@@ -183,7 +202,7 @@ class RequestLog:
                             "method": scope["method"],
                             "path": scope["path"],  # never the query: it may hold a token
                             "status": status,
-                            "ms": round((time.perf_counter() - started) * 1000, 2),
+                            "ms": round(elapsed * 1000, 2),
                         }
                     )
                 )

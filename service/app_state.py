@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from eventstore import EventStore
 from projections.model import ReadModel
 from projections.runner import ProjectionRunner
+from service.metrics import Metrics
 from service.settings import Settings
 
 
@@ -23,6 +24,7 @@ class AppState:
     model: ReadModel
     runner: ProjectionRunner
     clock: Callable[[], datetime]
+    metrics: Metrics
 
     def month(self) -> str:
         """This UTC month as `YYYY-MM`."""
