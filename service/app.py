@@ -31,7 +31,7 @@ from eventstore.errors import JobtrailError, StorageError
 from eventstore.filestore import FileStore
 from projections.model import ReadModel
 from projections.runner import ProjectionRunner
-from service import events_api, jobs_api, ops_api
+from service import events_api, jobs_api, openapi, ops_api
 from service.app_state import AppState, utcnow
 from service.auth import load_or_create_secret
 from service.errors import MethodNotAllowed, NotFound
@@ -75,6 +75,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", partial(scrape, metrics), methods=["GET"]),
+        Route("/openapi.json", partial(openapi_json, openapi.document()), methods=["GET"]),
         *(route for part in API_PARTS for route in part.routes),
     ]
     app = Starlette(
@@ -88,6 +89,10 @@ def create_app(
     )
     app.add_middleware(RequestLog, metrics=metrics)
     return app
+
+
+async def openapi_json(doc: dict[str, Any], request: Request) -> Response:
+    return json_response(doc)
 
 
 async def scrape(metrics: Metrics, request: Request) -> Response:
