@@ -20,7 +20,7 @@ async def test_every_route_is_documented(service: Service) -> None:
         (method.lower(), r.path)
         for r in create_app(service.store, service.settings).routes
         if isinstance(r, Route)
-        for method in (r.methods or ()) - {"HEAD"}
+        for method in set(r.methods or ()) - {"HEAD"}
     ]
     for method, path in routes:
         assert method in doc["paths"].get(path, {}), f"{method} {path} is not documented"
