@@ -184,6 +184,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level="info",
+        timeout_graceful_shutdown=5,  # open SSE streams end; clients resume with Last-Event-ID
     )
     return 0
 
