@@ -104,6 +104,8 @@ def parse_json(raw: bytes) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJson("The body's JSON is nested too deeply.") from None
 
 
 def convert(value: Any, type_: type[T]) -> T:

@@ -14,7 +14,7 @@ from eventstore.errors import InvalidId, WrongExpectedVersion
 from eventstore.streams import valid_month
 from projections.jobs import JobView
 from projections.listings import DEFAULT_PAGE_LIMIT, decode_cursor
-from service import commands, idempotency
+from service import commands, evaluations, idempotency
 from service.app_state import AppState
 from service.auth import Principal
 from service.errors import ApiError, StorageUnavailable, ValidationFailed
@@ -28,6 +28,7 @@ from service.http import (
     principal_of,
     read_body,
 )
+from service.ops_common import ops_state
 from service.views import job_json, legacy_job_json
 
 STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
@@ -43,6 +44,16 @@ async def create(request: Request) -> Response:
     check_identity_headers(request, who)
     body = convert({} if value is None else value, commands.JobCreate)
     _check_create(body, state)
+    if body.type == "ai_evaluation":  # section 1's rules: a lead, quota, one at a time
+        evaluation = await evaluations.create_generic(
+            state,
+            ops_state(request).locks,
+            who,
+            body,
+            key=key,
+            respond=lambda accepted: _accepted(accepted.job_id),
+        )
+        return _created(evaluation.body, evaluation.status)
     for _ in range(commands.CONFLICT_RETRIES):
         version = 0
         if key is not None:
@@ -78,8 +89,6 @@ def _created(answer: dict[str, Any], status: int) -> Response:
 def _check_create(body: commands.JobCreate, state: AppState) -> None:
     if body.type not in state.settings.job_types:
         raise ValidationFailed(f"type: unknown job type {body.type[:80]!r}")
-    if body.type == "ai_evaluation":
-        raise ValidationFailed("type: ai_evaluation jobs are created with a lead (not yet here)")
     if not -10 <= body.priority <= 10:
         raise ValidationFailed("priority: must be an integer from -10 to 10")
     if not 1 <= body.max_retries <= 10:

@@ -323,3 +323,34 @@ async def test_prefer_wait_on_a_final_job_answers_at_once_capped_at_30(service: 
     )
     assert anyio.current_time() - t0 < 1
     assert r.headers["preference-applied"] == "wait=30" and r.json()["status"] == "cancelled"
+
+
+async def test_generic_route_creates_evaluation_jobs_by_section_1_rules(service: Service) -> None:
+    ops = {**service.auth(), "X-Site-Id": "site1"}
+    lead = {"first_name": "Ada", "last_name": "L", "email": "ada@example.com"}
+    assert (
+        await service.client.put("/api/ops/leads/lead_1", json=lead, headers=ops)
+    ).status_code == 201
+    body = {"type": "ai_evaluation", "params": {"lead_id": "lead_1"}}
+    r = await service.client.post("/api/jobs", json=body, headers=service.auth())
+    assert r.status_code == 202 and r.json()["status"] == "accepted", r.text
+    job = (await service.client.get(r.json()["poll_url"], headers=service.auth())).json()
+    assert job["job_type"] == "ai_evaluation" and job["metadata"]["lead_id"] == "lead_1"
+    again = await service.client.post("/api/jobs", json=body, headers=service.auth())
+    assert again.status_code == 409 and again.json()["error"] == "JobAlreadyPending"
+    assert again.json()["job_id"] == r.json()["job_id"]
+    missing = {"type": "ai_evaluation", "params": {"lead_id": "nobody"}}
+    nf = await service.client.post("/api/jobs", json=missing, headers=service.auth())
+    assert nf.status_code == 404 and nf.json()["error"] == "LeadNotFound"
+    bad = await service.client.post(
+        "/api/jobs", json={"type": "ai_evaluation", "params": {}}, headers=service.auth()
+    )
+    assert bad.status_code == 422 and "lead_id" in bad.json()["message"]
+    usage = (await service.client.get("/api/usage", headers=service.auth())).json()
+    assert usage["used"] == 1 and usage["remaining"] == 19
+
+
+async def test_deeply_nested_json_is_400_not_500(service: Service) -> None:
+    deep = b'{"type": "noop", "params": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    r = await service.client.post("/api/jobs", content=deep, headers=service.auth())
+    assert r.status_code in (400, 413) and r.json()["error"] in ("InvalidJson", "PayloadTooLarge")
