@@ -6,12 +6,13 @@ projection runner keeps current from the store's feed for as long as the app run
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from functools import partial
@@ -33,7 +34,7 @@ from projections.model import ReadModel
 from projections.runner import ProjectionRunner
 from service import events_api, jobs_api, openapi, ops_api
 from service.app_state import AppState, utcnow
-from service.auth import load_or_create_secret
+from service.auth import TokenCache, load_or_create_secret
 from service.errors import MethodNotAllowed, NotFound
 from service.http import json_response, timestamp
 from service.metrics import MeteredStore, Metrics
@@ -56,6 +57,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.secret = settings.secret or _secret_for(store)
+        app.state.tokens = TokenCache(app.state.secret)
         model = ReadModel()
         metrics.watch_jobs(model.jobs)
         runner = ProjectionRunner(metered, model.projections)
@@ -173,12 +175,14 @@ class RequestLog:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._ids = itertools.count(1)
+        self._prefix = uuid.uuid4().hex[:12] + "-"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = _request_id(scope, self._ids, self._prefix)
         started = time.perf_counter()
         status = 500
 
@@ -213,10 +217,10 @@ class RequestLog:
                 )
 
 
-def _request_id(scope: Scope) -> str:
+def _request_id(scope: Scope, ids: Iterator[int], prefix: str) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             text = str(value.decode("latin-1"))
             if 0 < len(text) <= 128 and text.isprintable():
                 return text
-    return uuid.uuid4().hex
+    return f"{prefix}{next(ids):x}"  # unique per process start, without a syscall

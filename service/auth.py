@@ -76,8 +76,35 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=_ALGORITHM)
 
 
+class TokenCache:
+    """Tokens already verified, with their expiry: a signature is checked once per token.
+
+    Verifying HS256 with PyJWT costs more than the rest of a poll; a token is immutable,
+    so only its expiry needs checking again. Bounded, and per app (no global state).
+    """
+
+    def __init__(self, secret: str, size: int = 10_000) -> None:
+        self._secret = secret
+        self._size = size
+        self._known: dict[str, tuple[Principal, float]] = {}
+
+    def verify(self, token: str) -> Principal:
+        hit = self._known.get(token)
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
+        principal, expires = _verify(self._secret, token)
+        if len(self._known) >= self._size:
+            self._known.clear()
+        self._known[token] = (principal, expires)
+        return principal
+
+
 def verify_token(secret: str, token: str) -> Principal:
     """The principal of a valid, unexpired token; Unauthorized for anything else."""
+    return _verify(secret, token)[0]
+
+
+def _verify(secret: str, token: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(
             token, secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sub"]}
@@ -85,10 +112,11 @@ def verify_token(secret: str, token: str) -> Principal:
         principal = Principal(str(claims["site"]), str(claims["sub"]), claims["role"])
         valid_id(principal.site_id)
         valid_id(principal.user_id)
+        expires = float(claims["exp"])
     except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
         raise Unauthorized("Missing, invalid or expired token.") from exc
     except Exception as exc:  # InvalidId and the like: a token we did not sign as such
         raise Unauthorized("Missing, invalid or expired token.") from exc
     if principal.role not in ("member", "admin"):
         raise Unauthorized("Missing, invalid or expired token.")
-    return principal
+    return principal, expires

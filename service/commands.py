@@ -41,6 +41,11 @@ async def load_job(store: EventStore, job_id: str) -> JobView | None:
     return view
 
 
+def may_see(job: JobView, who: Principal) -> bool:
+    """Its site's admins see a job, and so does its creator; nobody else."""
+    return job.site_id == who.site_id and (who.is_admin or job.user_id == who.user_id)
+
+
 async def visible_job(store: EventStore, job_id: str, who: Principal) -> JobView:
     """The job if the caller may see it: its site's admins, or its creator; else 404."""
     job = await load_job(store, job_id)
@@ -64,8 +69,8 @@ async def create_job(
     body: JobCreate,
     job_id: str,
     also: Sequence[AppendTo] = (),
-) -> None:
-    """Append a new job's `requested`, together with `also` (all or nothing)."""
+) -> int:
+    """Append a new job's `requested`, together with `also` (all or nothing); its position."""
     event = JobRequested(
         job_type=body.type,
         site_id=who.site_id,
@@ -75,7 +80,10 @@ async def create_job(
         priority=body.priority,
         max_retries=body.max_retries,
     )
-    await store.append_many([AppendTo(streams.job(job_id), [new(event)], NO_STREAM), *also])
+    recorded = await store.append_many(
+        [AppendTo(streams.job(job_id), [new(event)], NO_STREAM), *also]
+    )
+    return max(e.position for group in recorded for e in group)
 
 
 async def retry_job(

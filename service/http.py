@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from eventstore.streams import valid_id, valid_job_id
-from service.auth import Principal, verify_token
+from service.auth import Principal, TokenCache
 from service.errors import (
     Forbidden,
     InvalidHeader,
@@ -40,16 +40,16 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def principal_of(request: Request, *, query_token: bool = False) -> Principal:
     """The caller from `Authorization: Bearer`; streams may also pass `access_token`."""
-    secret: str = request.app.state.secret
+    tokens: TokenCache = request.app.state.tokens
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Missing, invalid or expired token.")
-        return verify_token(secret, token.strip())
+        return tokens.verify(token.strip())
     query = request.query_params.get("access_token") if query_token else None
     if query:
-        return verify_token(secret, query)
+        return tokens.verify(query)
     raise Unauthorized("Missing, invalid or expired token.")
 
 

@@ -31,6 +31,7 @@ from service.http import (
 from service.ops_common import ops_state
 from service.views import job_json, legacy_job_json
 
+SETTLE_SECONDS = 2.0
 STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
 
 
@@ -67,8 +68,17 @@ async def create(request: Request) -> Response:
             await commands.create_job(state.store, who, body, job_id, also)
         except WrongExpectedVersion:
             continue  # a repeat with the same key won the race: answer what it stored
+        # No wait for the read model here: a poll of a job it does not hold yet reads
+        # the job's own stream, so the new job is visible at once all the same.
         return _created(answer, 202)
     raise StorageUnavailable("The request kept conflicting; try again.")
+
+
+async def settle(state: AppState, position: int) -> None:
+    """Let this process's read model apply what a command changed (read-your-writes):
+    polls answer from the read model, which would otherwise show the job as it was."""
+    with anyio.move_on_after(SETTLE_SECONDS):
+        await state.runner.wait_for(position)
 
 
 def _accepted(job_id: str) -> dict[str, Any]:
@@ -101,7 +111,14 @@ async def get(request: Request) -> Response:
     job_id = job_id_param(request)
     check_identity_headers(request, who)
     wait = preferred_wait(request, state.settings.max_wait_seconds)
-    job = await commands.visible_job(state.store, job_id, who)
+    # A poll is answered from the read model, kept current from the feed by this
+    # process's follower (milliseconds behind another process's append); a job it does
+    # not hold yet, such as one created a moment ago, is read from its own stream.
+    known = state.model.jobs.get(job_id)
+    if known is not None and commands.may_see(known, who):
+        job = known
+    else:
+        job = await commands.visible_job(state.store, job_id, who)
     headers = _poll_headers(job.status, state)
     if wait is not None:
         job = await wait_for_change(state, job, who, wait)
@@ -181,6 +198,7 @@ async def retry(request: Request) -> Response:
     job_id = job_id_param(request)
     check_identity_headers(request, who)
     job = await commands.retry_job(state.store, who, job_id, state.clock)
+    await settle(state, job.position)
     return json_response(job_json(job), 202, _poll_headers(job.status, state))
 
 
@@ -190,6 +208,7 @@ async def cancel(request: Request) -> Response:
     job_id = job_id_param(request)
     check_identity_headers(request, who)
     job = await commands.cancel_job(state.store, who, job_id)
+    await settle(state, job.position)
     return json_response(job_json(job), 202, _poll_headers(job.status, state))
 
 

@@ -6,6 +6,7 @@ import re
 import time
 import uuid
 
+import anyio
 import pytest
 
 from service.auth import Principal, issue_token
@@ -275,8 +276,16 @@ async def test_cancel_a_running_job_asks_its_handler(service: Service) -> None:
     await service.store.append(f"job:{job_id}", [JobCompleted(result={"ok": True})], 3)
     done = await service.client.post(f"/api/jobs/{job_id}/cancel", headers=service.auth())
     assert done.status_code == 409 and done.json()["error"] == "NotCancellable"
-    got = (await service.client.get(f"/api/jobs/{job_id}", headers=service.auth())).json()
-    assert got["status"] == "completed" and got["result"] == {"ok": True} and got["progress"] == 100
+    with anyio.fail_after(5):  # the read model follows the feed: a moment behind a direct append
+        while (got := await _get(service, job_id))["status"] != "completed":  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+    assert got["result"] == {"ok": True} and got["progress"] == 100
+
+
+async def _get(service: Service, job_id: str) -> dict[str, object]:
+    r = await service.client.get(f"/api/jobs/{job_id}", headers=service.auth())
+    body: dict[str, object] = r.json()
+    return body
 
 
 async def test_prefer_wait_holds_a_poll_until_the_job_changes(service: Service) -> None:
