@@ -24,6 +24,7 @@ from bench.report import print_result, write_json
 BENCHMARKS: Final[dict[str, str]] = {
     # name -> module whose `run(ctx) -> Result` measures it; adding one is one line here.
     "eventstore": "bench.eventstore_bench",
+    "http": "bench.http_bench",
 }
 
 REPO: Final = Path(__file__).resolve().parent.parent
