@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -17,6 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from functools import partial
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventstore import EventStore
@@ -89,6 +91,8 @@ def create_app(
             Exception: _internal_error,
         },
     )
+    app.router.redirect_slashes = False  # `/api/jobs/` is an unknown route (404), not a 307
+    app.add_middleware(EncodedSlashes)
     app.add_middleware(RequestLog, metrics=metrics)
     return app
 
@@ -140,12 +144,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         err: JobtrailError = MethodNotAllowed(f"{request.method} is not allowed here.")
-        headers = dict(exc.headers or {})
+        headers = {"Allow": ", ".join(_allowed(request.scope))}
     else:
         err = NotFound("No such route.")
         headers = {}
     body = error_body(request, err.code, str(err))
     return json_response(body, err.status, headers)
+
+
+def _allowed(scope: Scope) -> list[str]:
+    """Every method of every route of this path (Starlette names the first route's only)."""
+    router = scope["app"].router
+    methods = {
+        method
+        for route in router.routes
+        if isinstance(route, Route) and route.matches(scope)[0] != Match.NONE
+        for method in route.methods or ()
+    }
+    return sorted(methods)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -215,6 +231,24 @@ class RequestLog:
                         }
                     )
                 )
+
+
+_ENCODED_SLASH = re.compile(rb"%2[fF]")
+
+
+class EncodedSlashes:
+    """Route on the path with each `%2F` kept as it came (the server decoded it into `/`):
+    an id holding one is a malformed id (400 `InvalidId`), never a path to another route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and _ENCODED_SLASH.search(raw):
+            parts = _ENCODED_SLASH.split(raw)
+            scope["path"] = "%2F".join(unquote(part.decode("latin-1")) for part in parts)
+        await self.app(scope, receive, send)
 
 
 def _request_id(scope: Scope, ids: Iterator[int], prefix: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -104,6 +104,8 @@ def parse_json(raw: bytes) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"The body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:  # msgspec raises it for a string that is not UTF-8
+        raise InvalidJson("The body is not valid JSON: a string is not UTF-8.") from None
     except RecursionError:
         raise InvalidJson("The body's JSON is nested too deeply.") from None
 
@@ -114,6 +116,23 @@ def convert(value: Any, type_: type[T]) -> T:
         return msgspec.convert(value, type_, strict=True)
     except msgspec.ValidationError as exc:
         raise ValidationFailed(_field_message(str(exc))) from None
+
+
+_INT64: Final = 2**63
+
+
+def check_integers(value: Any, where: str) -> None:
+    """Integers in free-form JSON must fit the store's 64 bits: 422 naming the field, rather
+    than a store that refuses to encode them (503). Iterative: the JSON may nest deeply."""
+    pending = [(value, where)]
+    while pending:
+        item, at = pending.pop()
+        if isinstance(item, int) and not isinstance(item, bool) and not -_INT64 <= item < _INT64:
+            raise ValidationFailed(f"{at}: integer out of range")
+        if isinstance(item, dict):
+            pending.extend((v, f"{at}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            pending.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
 
 
 def _field_message(text: str) -> str:

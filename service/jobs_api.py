@@ -20,6 +20,7 @@ from service.auth import Principal
 from service.errors import ApiError, StorageUnavailable, ValidationFailed
 from service.http import (
     check_identity_headers,
+    check_integers,
     convert,
     identity_headers_wellformed,
     job_id_param,
@@ -33,6 +34,7 @@ from service.views import job_json, legacy_job_json
 
 SETTLE_SECONDS = 2.0
 STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
+_LIMIT = re.compile(r"[0-9]{1,3}")  # ASCII digits only: str.isdigit() also takes "²"
 
 
 async def create(request: Request) -> Response:
@@ -103,6 +105,8 @@ def _check_create(body: commands.JobCreate, state: AppState) -> None:
         raise ValidationFailed("priority: must be an integer from -10 to 10")
     if not 1 <= body.max_retries <= 10:
         raise ValidationFailed("max_retries: must be an integer from 1 to 10")
+    check_integers(body.params, "params")
+    check_integers(body.metadata, "metadata")
 
 
 async def get(request: Request) -> Response:
@@ -126,7 +130,7 @@ async def get(request: Request) -> Response:
     return json_response(job_json(job), 200, headers)
 
 
-_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*([0-9]{1,9})(?:$|[;,\s])")
+_PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*([0-9]+)(?:$|[;,\s])")
 
 
 def preferred_wait(request: Request, cap: int) -> int | None:
@@ -135,7 +139,10 @@ def preferred_wait(request: Request, cap: int) -> int | None:
     if prefer is None:
         return None
     m = _PREFER_WAIT.search(prefer)
-    return None if m is None else min(int(m.group(1)), cap)
+    if m is None:
+        return None
+    digits = m.group(1).lstrip("0") or "0"  # any whole number: ten digits are above 30 too
+    return min(int(digits), cap) if len(digits) <= 9 else cap
 
 
 async def wait_for_change(state: AppState, job: JobView, who: Principal, seconds: int) -> JobView:
@@ -173,7 +180,7 @@ async def listing(request: Request) -> Response:
             raise ValidationFailed(f"status: one or more of {', '.join(sorted(STATUSES))}")
     limit = DEFAULT_PAGE_LIMIT
     if (raw_limit := params.get("limit")) is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+        if _LIMIT.fullmatch(raw_limit) is None or not 1 <= int(raw_limit) <= 500:
             raise ValidationFailed("limit: an integer from 1 to 500")
         limit = int(raw_limit)
     cursor = params.get("cursor")

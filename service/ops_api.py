@@ -66,6 +66,8 @@ async def create_evaluation(request: Request) -> Response:
     value = parse_body(raw)
     key = idempotency.key_of(request, who, value)
     check_identity_headers(request, who)
+    if value is None and raw.strip():  # a JSON `null` is a body, and not an object
+        raise ValidationFailed("body: Expected `object`, got `null`")
     options = evaluations.options_of(value, state)
     answer = await evaluations.create_evaluation(state, ops.locks, who, lead_id, options, key=key)
     location = f"/api/ops/ai-evaluation-jobs/{answer.body['data']['job_id']}"
@@ -86,8 +88,9 @@ def prefer_wait(request: Request, cap: int) -> int | None:
         for part in value.split(","):
             name, _, arg = part.partition("=")
             arg = arg.strip().strip('"')
-            if name.strip().lower() == "wait" and arg.isdigit():
-                return min(int(arg), cap)
+            if name.strip().lower() == "wait" and arg.isascii() and arg.isdigit():
+                digits = arg.lstrip("0") or "0"  # int() refuses 4,300 digits and more
+                return min(int(digits), cap) if len(digits) <= 9 else cap
     return None
 
 
@@ -146,7 +149,7 @@ async def cancel_job(request: Request) -> Response:
 class QuotaBody(msgspec.Struct):
     """The body of `PUT /api/ops/sites/{site_id}/quota`."""
 
-    limit: Annotated[int, Meta(ge=0)]
+    limit: Annotated[int, Meta(ge=0, le=2**63 - 1)]  # what the store can keep
     tier: Annotated[str, Meta(min_length=1, max_length=64)]
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import date
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
+DocumentType = Literal[
+    "pay_stub", "bank_statement", "employment_letter", "id_document", "tax_return", "other"
+]
+MimeType = Literal["application/pdf", "text/plain", "image/jpeg", "image/png", "image/webp"]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class Job(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,9 +74,19 @@ class UsageAnswer(msgspec.Struct, forbid_unknown_fields=True):
     tier: str
 
 
-class QuotaChange(msgspec.Struct):
-    limit: int
-    tier: str
+class QuotaChange(msgspec.Struct, forbid_unknown_fields=False):
+    limit: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+    tier: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class JobRequest(msgspec.Struct, forbid_unknown_fields=False):
+    """The body of `POST /api/jobs`; `type` is a built-in type or one of `--handlers`."""
+
+    type: str
+    params: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    priority: Annotated[int, Meta(ge=-10, le=10)] = 0
+    max_retries: Annotated[int, Meta(ge=1, le=10)] = 3
 
 
 class Event(msgspec.Struct, forbid_unknown_fields=True):
@@ -108,18 +125,116 @@ class Status(msgspec.Struct, forbid_unknown_fields=False):
     status: str
 
 
-class Success(msgspec.Struct, forbid_unknown_fields=False):
+class Done(msgspec.Struct, forbid_unknown_fields=True):
     success: Literal[True]
-    data: dict[str, Any] = {}
 
 
 class LeadBody(msgspec.Struct, forbid_unknown_fields=False):
+    """A lead's own fields; any other field is kept as it came."""
+
+    first_name: Name
+    last_name: Name
+    email: Annotated[str, Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+    phone: Annotated[str, Meta(max_length=64)] | None = None
+    move_in_date: date | None = None
+    monthly_rent: Annotated[float, Meta(ge=0)] | None = None
+
+
+class Document(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    lead_id: str
+    document_type: DocumentType
+    mime_type: MimeType
+    size: int
+    uploaded_at: str
+
+
+class Lead(msgspec.Struct, forbid_unknown_fields=False):
+    """A lead's own fields as saved (other fields too), and what the service keeps."""
+
+    id: str
     first_name: str
     last_name: str
     email: str
-    phone: str | None = None
-    move_in_date: str | None = None
-    monthly_rent: float | None = None
+    status: str
+    ai_score: int | None
+    ai_label: str | None
+    documents: list[Document]
+    created_at: str
+    updated_at: str
+
+
+class LeadAnswer(msgspec.Struct, forbid_unknown_fields=True):
+    success: Literal[True]
+    data: Lead
+
+
+class DocumentAnswer(msgspec.Struct, forbid_unknown_fields=True):
+    success: Literal[True]
+    data: Document
+
+
+class EvaluationAcceptedData(msgspec.Struct, forbid_unknown_fields=True):
+    job_id: str
+    lead_id: str
+    status: Literal["pending"]
+    requested_at: str
+    estimated_completion: str
+
+
+class MonthUsage(msgspec.Struct, forbid_unknown_fields=True):
+    remaining: int
+    limit: int
+    month: str
+
+
+class EvaluationAccepted(msgspec.Struct, forbid_unknown_fields=True):
+    """The 201 of `POST /api/ops/leads/{lead_id}/ai-evaluation`."""
+
+    success: Literal[True]
+    data: EvaluationAcceptedData
+    usage: MonthUsage
+
+
+class Evaluation(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    score: Annotated[int, Meta(ge=0, le=100)] | None
+    label: Literal["A", "B", "C", "D"] | None
+    recommendation: Literal["approve", "review", "reject"] | None
+    summary: str | None
+    risk_flags: list[str]
+    fraud_signals: list[str]
+    evaluated_at: str | None
+    model_version: str | None
+
+
+class EvaluationJob(msgspec.Struct, forbid_unknown_fields=True):
+    """An evaluation job in its state's form: the fields after `requested_at` appear in the
+    states API.md names them for."""
+
+    job_id: str
+    lead_id: str
+    status: Literal["pending", "processing", "completed", "failed", "cancelled"]
+    requested_at: str
+    started_at: str | None = None
+    progress: int | None = None
+    progress_message: str | None = None
+    duration_ms: int | None = None
+    cancel_requested: bool | None = None
+    completed_at: str | None = None
+    evaluation: Evaluation | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    can_retry: bool | None = None
+    retry_count: int | None = None
+    max_retries: int | None = None
+    next_attempt_at: str | None = None
+    cancelled_at: str | None = None
+
+
+class EvaluationJobAnswer(msgspec.Struct, forbid_unknown_fields=True):
+    success: Literal[True]
+    data: EvaluationJob
 
 
 class EvaluationRequest(msgspec.Struct):
