@@ -7,7 +7,7 @@ version turns a race into a conflict, which is retried once re-read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -106,13 +106,20 @@ async def retry_job(
     raise StorageUnavailable("The job kept changing; try again.")
 
 
-async def cancel_job(store: EventStore, who: Principal, job_id: str) -> JobView:
+JobLoader = Callable[[EventStore, str, Principal], Awaitable[JobView]]
+
+
+async def cancel_job(
+    store: EventStore, who: Principal, job_id: str, load: JobLoader = visible_job
+) -> JobView:
     """Cancel a pending job at once; ask a running one's handler to stop.
 
     Cancelling a cancelled job again changes nothing; a completed or failed one is 409.
+    `load` reads the job with the route's visibility rule (404 for one the caller may
+    not see): the generic routes' by default, the ops routes' for evaluation jobs.
     """
     for _ in range(CONFLICT_RETRIES):
-        job = await visible_job(store, job_id, who)
+        job = await load(store, job_id, who)
         if job.status == "cancelled" or (job.status == "running" and job.cancel_requested):
             return job
         if job.status in ("completed", "failed"):
@@ -126,5 +133,5 @@ async def cancel_job(store: EventStore, who: Principal, job_id: str) -> JobView:
             await store.append(streams.job(job_id), [event], job.version)
         except WrongExpectedVersion:
             continue
-        return await visible_job(store, job_id, who)
+        return await load(store, job_id, who)
     raise StorageUnavailable("The job kept changing; try again.")

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Final
 
 from eventstore import EventStore, WrongExpectedVersion, streams
-from eventstore.events import JobCancelled, JobCancelRequested, JobRetried
+from eventstore.events import JobRetried
 from projections.jobs import JobView
 from projections.leads import EVALUATION_JOB_TYPE
 from service.app_state import AppState
 from service.auth import Principal
-from service.commands import load_job
-from service.errors import JobNotFound, NotCancellable, NotRetryable, StorageUnavailable
+from service.commands import cancel_job, load_job
+from service.errors import JobNotFound, NotRetryable, StorageUnavailable
 from service.evaluations import JobAlreadyPending
 from service.lead_jobs import ACTIVE, lead_jobs, lead_of, site_evaluations
 from service.ops_common import SiteLocks
@@ -59,20 +59,8 @@ async def retry_evaluation(
 
 async def cancel_evaluation(store: EventStore, who: Principal, job_id: str) -> JobView:
     """As `commands.cancel_job`, for any user of the job's site."""
-    for _ in range(CONFLICT_RETRIES):
-        job = await evaluation_job(store, who, job_id)
-        if job.status == "cancelled" or (job.status == "running" and job.cancel_requested):
-            return job
-        if job.status in ("completed", "failed"):
-            raise NotCancellable(f"A {job.status} job cannot be cancelled.")
-        event = (
-            JobCancelled(by=who.user_id)
-            if job.status == "pending"
-            else JobCancelRequested(by=who.user_id)
-        )
-        try:
-            await store.append(streams.job(job_id), [event], job.version)
-        except WrongExpectedVersion:
-            continue
-        return await evaluation_job(store, who, job_id)
-    raise StorageUnavailable("The job kept changing; try again.")
+    return await cancel_job(store, who, job_id, load=_evaluation_job)
+
+
+async def _evaluation_job(store: EventStore, job_id: str, who: Principal) -> JobView:
+    return await evaluation_job(store, who, job_id)
