@@ -26,11 +26,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 from eventstore import framing, planning
+from eventstore.clock import utcnow
 from eventstore.errors import (
     CorruptionError,
     JobtrailError,
@@ -57,10 +58,6 @@ MAX_BATCH = 256
 VERSION_CACHE = 50_000
 OPEN_STREAMS = 64  # append descriptors kept open for streams written again soon
 MARK_SIZE = 64
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def die(reason: BaseException) -> NoReturn:

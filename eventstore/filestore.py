@@ -22,8 +22,9 @@ import anyio
 import watchfiles
 
 from eventstore import planning
+from eventstore.clock import utcnow
 from eventstore.errors import StoreClosed
-from eventstore.filelog import MAX_BATCH, FileLog, Request, die, utcnow
+from eventstore.filelog import MAX_BATCH, FileLog, Request, die
 from eventstore.follow import Notifier, follow_feed
 from eventstore.records import AppendTo, RecordedEvent
 from eventstore.store import EventStore

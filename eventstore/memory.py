@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from eventstore import planning
+from eventstore.clock import utcnow
 from eventstore.errors import StoreClosed
 from eventstore.follow import Notifier, follow_feed
 from eventstore.records import AppendTo, RecordedEvent
 from eventstore.store import EventStore
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class MemoryStore(EventStore):

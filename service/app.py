@@ -30,12 +30,13 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventstore import EventStore
+from eventstore.clock import utcnow
 from eventstore.errors import JobtrailError, StorageError
 from eventstore.filestore import FileStore
 from projections.model import ReadModel
 from projections.runner import ProjectionRunner
 from service import events_api, jobs_api, openapi, ops_api
-from service.app_state import AppState, utcnow
+from service.app_state import AppState
 from service.auth import TokenCache, load_or_create_secret
 from service.errors import MethodNotAllowed, NotFound
 from service.http import json_response, timestamp

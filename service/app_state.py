@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from eventstore import EventStore
 from projections.model import ReadModel
 from projections.runner import ProjectionRunner
 from service.metrics import Metrics
 from service.settings import Settings
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

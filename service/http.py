@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from eventstore.clock import timestamp as rfc3339
 from eventstore.streams import valid_id, valid_job_id
 from service.auth import Principal, TokenCache
 from service.errors import (
@@ -27,11 +28,7 @@ _ENCODER = msgspec.json.Encoder()
 
 def timestamp(value: datetime | None) -> str | None:
     """RFC 3339 UTC with milliseconds and a `Z`, as every answer carries times."""
-    if value is None:
-        return None
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    return None if value is None else rfc3339(value)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
