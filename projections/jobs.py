@@ -5,6 +5,7 @@ Transitions (anything else leaves the status as it is; `rules.illegal_transition
     (none)    --requested-->               pending
     pending   --started-->                 running      (a new attempt of the current round)
     running   --progressed-->              running
+    running   --lease_renewed-->           running      (same attempt: the lease moves on)
     running   --completed-->               completed    (final)
     running   --failed, will_retry-->      pending      (error kept; `retried` schedules it)
     running   --failed-->                  failed       (final)
@@ -37,6 +38,7 @@ from eventstore.events import (
     JobCancelRequested,
     JobCompleted,
     JobFailed,
+    JobLeaseRenewed,
     JobProgressed,
     JobRequested,
     JobRetried,
@@ -47,6 +49,8 @@ from eventstore.events import (
     QuotaSet,
 )
 from eventstore.records import RecordedEvent
+from eventstore.store import EventStore
+from eventstore.streams import job as job_stream
 from eventstore.streams import job_id_of
 
 JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
@@ -92,7 +96,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True, gc=False, array_like=Tr
     lease_expires_at: datetime | None = None
     version: int
     position: int
-    cancel_requested: bool = False  # last: array_like fields are only ever appended
+    cancel_requested: bool = False  # array_like: new fields are only ever appended
+    cancel_requested_by: str | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -149,6 +154,18 @@ _name: Final = sys.intern
 
 `sys.intern` itself rather than a function calling it: the fold calls it on most events.
 """
+
+
+async def load_job(store: EventStore, job_id: str) -> JobView | None:
+    """The job as its own stream tells it now (not as a projection last saw it); None if none.
+
+    Commands of the service and the worker's fenced appends decide on this, so every
+    process decides on the same, current history.
+    """
+    view: JobView | None = None
+    for recorded in await store.read_stream(job_stream(job_id)):
+        view = apply_job(view, recorded)
+    return view
 
 
 def awaiting_retry(view: JobView) -> bool:
@@ -219,6 +236,8 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
                     worker_id=_name(worker_id) if worker_id else None,
                     lease_expires_at=lease,
                     next_attempt_at=None,
+                    cancel_requested=False,
+                    cancel_requested_by=None,
                     progress=0,
                     progress_message="",
                     updated_at=at,
@@ -262,6 +281,7 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
                     attempt=0,
                     retry_count=0,
                     cancel_requested=False,
+                    cancel_requested_by=None,
                     error=None,
                     error_code=None,
                     next_attempt_at=next_at,
@@ -280,11 +300,20 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
                     version=recorded.version,
                     position=recorded.position,
                 )
-        case JobCancelRequested():
+        case JobLeaseRenewed(attempt=attempt, lease_expires_at=lease):
+            if status == "running" and attempt == view.attempt:
+                return replace(
+                    view,
+                    lease_expires_at=lease,
+                    version=recorded.version,
+                    position=recorded.position,
+                )
+        case JobCancelRequested(by=by):
             if status == "running" and not view.cancel_requested:
                 return replace(
                     view,
                     cancel_requested=True,
+                    cancel_requested_by=_name(by),
                     updated_at=recorded.recorded_at,
                     version=recorded.version,
                     position=recorded.position,

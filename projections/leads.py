@@ -28,6 +28,7 @@ from eventstore.events import (
     JobCancelRequested,
     JobCompleted,
     JobFailed,
+    JobLeaseRenewed,
     JobProgressed,
     JobRequested,
     JobRetried,
@@ -38,6 +39,7 @@ from eventstore.events import (
     QuotaSet,
 )
 from eventstore.records import RecordedEvent
+from eventstore.store import EventStore
 
 INITIAL_STATUS: Final = "new"
 EVALUATED_STATUS: Final = "ai_evaluated"
@@ -135,6 +137,7 @@ def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | Non
             | JobRetried()
             | JobCancelled()
             | JobCancelRequested()
+            | JobLeaseRenewed()
             | QuotaReserved()
             | QuotaSet()
             | IdempotencyKeyUsed()
@@ -142,6 +145,14 @@ def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | Non
             return view
         case _:
             assert_never(event)
+
+
+async def load_lead(store: EventStore, site_id: str, lead_id: str) -> LeadView | None:
+    """The lead folded from its own stream, so every process (serve, worker) reads it current."""
+    view: LeadView | None = None
+    for recorded in await store.read_stream(streams.lead(site_id, lead_id)):
+        view = apply_lead(view, recorded)
+    return view
 
 
 def _without(documents: tuple[LeadDocument, ...], document_id: str) -> tuple[LeadDocument, ...]:

@@ -18,7 +18,7 @@ from msgspec.structs import replace
 from eventstore import streams
 from eventstore.events import QuotaReserved, QuotaSet
 from eventstore.records import AppendTo, NewEvent, RecordedEvent
-from eventstore.store import NO_STREAM
+from eventstore.store import NO_STREAM, EventStore
 
 DEFAULT_LIMIT: Final = 20
 DEFAULT_TIER: Final = "free"
@@ -83,6 +83,22 @@ def apply_settings(view: SiteSettings | None, recorded: RecordedEvent) -> SiteSe
             return replace(view, periods=(*kept, period), version=recorded.version)
         case _:
             return view
+
+
+async def load_site_settings(store: EventStore, site_id: str) -> SiteSettings | None:
+    """The site's quota settings folded from its own stream (current in every process)."""
+    settings = None
+    for recorded in await store.read_stream(streams.site(site_id)):
+        settings = apply_settings(settings, recorded)
+    return settings
+
+
+async def load_usage(store: EventStore, site_id: str, month: str) -> Usage:
+    """The site's usage of `month` as the store holds it now."""
+    used = await store.stream_version(streams.usage(site_id, month))
+    settings = await load_site_settings(store, site_id)
+    quota = settings.quota(month) if settings is not None else DEFAULT_QUOTA
+    return usage_of(used, quota, month)
 
 
 def apply_usage(view: MonthUsage | None, recorded: RecordedEvent) -> MonthUsage | None:

@@ -16,7 +16,7 @@ import msgspec
 from eventstore import NO_STREAM, AppendTo, EventStore, WrongExpectedVersion, new, streams
 from eventstore.events import JobCancelled, JobCancelRequested, JobRequested, JobRetried
 from eventstore.records import new_event_id
-from projections.jobs import JobView, apply_job
+from projections.jobs import JobView, load_job
 from service.auth import Principal
 from service.errors import JobNotFound, NotCancellable, NotRetryable, StorageUnavailable
 
@@ -31,14 +31,6 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=False):
     metadata: dict[str, Any] = {}
     priority: int = 0
     max_retries: int = 3
-
-
-async def load_job(store: EventStore, job_id: str) -> JobView | None:
-    """The job as its own stream tells it now, or None if there is no such stream."""
-    view: JobView | None = None
-    for recorded in await store.read_stream(streams.job(job_id)):
-        view = apply_job(view, recorded)
-    return view
 
 
 def may_see(job: JobView, who: Principal) -> bool:

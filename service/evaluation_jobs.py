@@ -11,11 +11,11 @@ from typing import Final
 
 from eventstore import EventStore, WrongExpectedVersion, streams
 from eventstore.events import JobRetried
-from projections.jobs import JobView
+from projections.jobs import JobView, load_job
 from projections.leads import EVALUATION_JOB_TYPE
 from service.app_state import AppState
 from service.auth import Principal
-from service.commands import cancel_job, load_job
+from service.commands import cancel_job
 from service.errors import JobNotFound, NotRetryable, StorageUnavailable
 from service.evaluations import JobAlreadyPending
 from service.lead_jobs import ACTIVE, lead_jobs, lead_of, site_evaluations

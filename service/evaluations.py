@@ -33,11 +33,11 @@ import anyio
 import msgspec
 from msgspec import Meta
 
-from eventstore import NO_STREAM, AppendTo, EventStore, WrongExpectedVersion, new, streams
+from eventstore import NO_STREAM, AppendTo, WrongExpectedVersion, new, streams
 from eventstore.events import JobRequested
 from eventstore.records import new_event_id
 from projections.leads import EVALUATION_JOB_TYPE
-from projections.usage import SiteSettings, Usage, apply_settings, decide_reservation
+from projections.usage import Usage, decide_reservation, load_site_settings
 from service import idempotency
 from service.app_state import AppState
 from service.auth import Principal
@@ -58,7 +58,6 @@ from service.lead_jobs import (
 from service.ops_common import SiteLocks, existing_lead
 
 AUTO: Final = "auto"
-RULES_MODEL: Final = "jobtrail-rules-1"
 CONFLICT_RETRIES: Final = 40
 
 
@@ -126,8 +125,8 @@ class Accepted(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def accepted_models(state: AppState) -> frozenset[str]:
-    """`auto` or the configured evaluator's model (the rules evaluator until an LLM is set)."""
-    return frozenset({AUTO, RULES_MODEL})
+    """`auto` or the configured evaluator's model: the LLM's when one is set, else the rules'."""
+    return frozenset({AUTO, state.settings.evaluation_model})
 
 
 def options_of(value: Any, state: AppState) -> EvaluationOptions:
@@ -145,13 +144,6 @@ def _check_model(model: str, state: AppState, field: str) -> None:
     models = accepted_models(state)
     if model not in models:
         raise ValidationFailed(f"{field}: one of {', '.join(sorted(models))}")
-
-
-async def _site_settings(store: EventStore, site_id: str) -> SiteSettings | None:
-    settings = None
-    for recorded in await store.read_stream(streams.site(site_id)):
-        settings = apply_settings(settings, recorded)
-    return settings
 
 
 class Answer(NamedTuple):
@@ -229,7 +221,7 @@ async def _decide(
     month = state.month()
     # Read the usage version first: everything read after it is at least as new.
     used = await store.stream_version(streams.usage(site_id, month))
-    settings = await _site_settings(store, site_id)
+    settings = await load_site_settings(store, site_id)
     lead = await existing_lead(store, site_id, lead_id)
     await state.runner.catch_up()
     active = next(lead_jobs(site_evaluations(state.model, site_id, ACTIVE), lead_id), None)

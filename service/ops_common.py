@@ -10,7 +10,7 @@ import anyio
 from starlette.requests import Request
 
 from eventstore import EventStore, streams
-from projections.leads import LeadView, apply_lead
+from projections.leads import LeadView, load_lead
 from service.app_state import AppState
 from service.blobs import BlobStore
 from service.errors import ApiError, InvalidJson, MissingHeader
@@ -76,14 +76,6 @@ def parse_body(raw: bytes) -> Any:
         return parse_json(raw)
     except RecursionError:
         raise InvalidJson("The body is nested too deeply.") from None
-
-
-async def load_lead(store: EventStore, site_id: str, lead_id: str) -> LeadView | None:
-    """The lead folded from its own stream, so every serve process reads it current."""
-    view: LeadView | None = None
-    for recorded in await store.read_stream(streams.lead(site_id, lead_id)):
-        view = apply_lead(view, recorded)
-    return view
 
 
 async def existing_lead(store: EventStore, site_id: str, lead_id: str) -> LeadView:

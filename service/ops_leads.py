@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from eventstore import EventStore, WrongExpectedVersion, streams
 from eventstore.events import DocumentAdded, DocumentRemoved, LeadSaved
-from projections.leads import LeadDocument, LeadView
+from projections.leads import LeadDocument, LeadView, load_lead
 from service.auth import Principal
 from service.blobs import EMPTY, Blob
 from service.errors import (
@@ -41,7 +41,6 @@ from service.ops_common import (
     app_state,
     existing_lead,
     lead_id_param,
-    load_lead,
     ops_state,
     parse_body,
     require_ops_headers,
