@@ -83,6 +83,17 @@ class JobCancelRequested(Event, tag="cancel_requested", frozen=True, kw_only=Tru
     by: str
 
 
+class JobLeaseRenewed(Event, tag="lease_renewed", frozen=True, kw_only=True):
+    """The worker running attempt `attempt` is alive and holds the job until `lease_expires_at`.
+
+    Another worker takes over only a job whose lease ran out; its append then moves the
+    stream's version, so whatever the old worker appends afterwards is rejected.
+    """
+
+    attempt: int
+    lease_expires_at: datetime
+
+
 JOB_EVENTS = (
     JobRequested,
     JobStarted,
@@ -92,6 +103,7 @@ JOB_EVENTS = (
     JobRetried,
     JobCancelled,
     JobCancelRequested,
+    JobLeaseRenewed,
 )
 
 # -- a site's monthly usage: usage:<site>:<YYYY-MM> -------------------------------------
@@ -171,6 +183,7 @@ AnyEvent = (
     | JobRetried
     | JobCancelled
     | JobCancelRequested
+    | JobLeaseRenewed
     | QuotaReserved
     | QuotaSet
     | LeadSaved

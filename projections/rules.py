@@ -11,6 +11,7 @@ from eventstore.events import (
     JobCancelRequested,
     JobCompleted,
     JobFailed,
+    JobLeaseRenewed,
     JobProgressed,
     JobRequested,
     JobRetried,
@@ -59,6 +60,10 @@ def illegal_transition(view: JobView | None, recorded: RecordedEvent) -> str | N
             return None if awaiting_retry(view) else "retried without a failed attempt to retry"
         case JobCancelled():
             return None
+        case JobLeaseRenewed(attempt=attempt):
+            if status != "running":
+                return f"{name} while {status}"
+            return None if attempt == view.attempt else f"{name} of attempt {attempt}"
         case JobCancelRequested():
             return None if status == "running" else f"{name} while {status}"
         case _:

@@ -6,7 +6,9 @@ Exit codes: 0 success, 1 a check failed or the work could not be done, 2 bad usa
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+from prometheus_client import start_http_server
 
 from eventstore import streams
 from eventstore.errors import InvalidId, JobtrailError
@@ -24,8 +27,11 @@ from eventstore.layout import Layout, NotADataDirectory
 from eventstore.records import uuid7
 from eventstore.verify import verify
 from service.auth import Principal, issue_token, load_or_create_secret
-from service.settings import SettingsError, from_env, parse_duration, with_handlers
+from service.serve import ServedApp
+from service.settings import Settings, SettingsError, from_env, parse_duration, with_handlers
+from worker.assemble import open_worker
 from worker.handlers import HandlersError
+from worker.metrics import WorkerMetrics
 
 
 class DemoSettings(msgspec.Struct, frozen=True):
@@ -79,13 +85,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    serve.add_argument(
-        "--handlers",
-        action="append",
-        metavar="MODULE",
-        help="a module name or .py file with `handlers = Handlers()` (repeatable; "
-        "replaces JOBTRAIL_HANDLERS)",
+    _handlers_flag(serve)
+
+    up = sub.add_parser(
+        "up",
+        help="run the HTTP API and a worker in one process",
+        description="Serves the API and runs a worker in the same process over the file "
+        "store in DATA (created if missing): the embedded default, nothing else to run.",
     )
+    up.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    up.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    up.add_argument("--concurrency", type=int, default=4, help="jobs run at once (default 4)")
+    _handlers_flag(up)
+
+    work = sub.add_parser(
+        "worker",
+        help="run a worker: claim due jobs, run their handlers, record the outcome",
+        description="Follows the store in DATA and runs its due jobs. Any number of worker "
+        "processes may share one data directory; each job attempt is claimed by one.",
+    )
+    work.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
+    work.add_argument("--concurrency", type=int, default=4, help="jobs run at once (default 4)")
+    work.add_argument("--burst", action="store_true", help="run what is due, then exit 0")
+    work.add_argument(
+        "--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port"
+    )
+    _handlers_flag(work)
 
     token = sub.add_parser(
         "token",
@@ -99,6 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--role", choices=["member", "admin"], default="member", help="role")
     token.add_argument("--ttl", default="30d", help="lifetime: 3600s, 90m, 12h or 30d")
     return parser
+
+
+def _handlers_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--handlers",
+        action="append",
+        metavar="MODULE",
+        help="a module name or .py file with `handlers = Handlers()` (repeatable; "
+        "replaces JOBTRAIL_HANDLERS)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,10 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args)
+        if args.command == "up":
+            return _up(args)
+        if args.command == "worker":
+            return _worker(args)
         if args.command == "token":
             return _token(args)
         return _verify(VerifySettings(Path(args.data), args.json))
-    except SettingsError as exc:
+    except (SettingsError, HandlersError) as exc:
         print(f"jobtrail: {exc}", file=sys.stderr)
         return 2
     except NotADataDirectory as exc:
@@ -160,23 +200,28 @@ async def _demo(settings: DemoSettings) -> int:
     return 0 if report.ok else 1
 
 
+def _prepare(args: argparse.Namespace) -> Settings:
+    """Settings from flags and environment, the data directory and secret made ready.
+
+    The flags go into the environment, which every uvicorn worker process reads again.
+    """
+    os.environ["JOBTRAIL_DATA"] = str(args.data)
+    if args.handlers:
+        os.environ["JOBTRAIL_HANDLERS"] = ",".join(args.handlers)
+    settings = with_handlers(from_env())
+    Layout(settings.data).create()
+    if not settings.secret:
+        load_or_create_secret(settings.data)
+    return settings
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     if args.workers < 1 or not 0 < args.port < 65536:
         print("jobtrail: --workers must be at least 1 and --port 1-65535", file=sys.stderr)
         return 2
-    os.environ["JOBTRAIL_DATA"] = str(args.data)  # read again by every worker process
-    if args.handlers:
-        os.environ["JOBTRAIL_HANDLERS"] = ",".join(args.handlers)
-    try:
-        settings = with_handlers(from_env())
-    except HandlersError as exc:
-        print(f"jobtrail: {exc}", file=sys.stderr)
-        return 2
-    Layout(settings.data).create()
-    if not settings.secret:
-        load_or_create_secret(settings.data)
+    _prepare(args)
     uvicorn.run(
         "service.serve:serve_app",
         factory=True,
@@ -186,6 +231,62 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="info",
         timeout_graceful_shutdown=5,  # open SSE streams end; clients resume with Last-Event-ID
     )
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.concurrency < 1 or not 0 < args.port < 65536:
+        print("jobtrail: --concurrency must be at least 1 and --port 1-65535", file=sys.stderr)
+        return 2
+    _prepare(args)
+    uvicorn.run(
+        ServedApp(worker_concurrency=args.concurrency),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        print("jobtrail: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        print("jobtrail: --metrics-port must be 1-65535", file=sys.stderr)
+        return 2
+    os.environ["JOBTRAIL_DATA"] = str(args.data)
+    if args.handlers:
+        os.environ["JOBTRAIL_HANDLERS"] = ",".join(args.handlers)
+    settings = with_handlers(from_env())
+    Layout(settings.data).require()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return anyio.run(_run_worker, settings, args, backend_options={"use_uvloop": True})
+
+
+async def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
+    metrics = WorkerMetrics()
+    if args.metrics_port is not None:
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    async with (
+        open_file_store(settings.data) as store,
+        open_worker(store, settings, concurrency=args.concurrency, metrics=metrics) as worker,
+    ):
+        if args.burst:
+            ran = await worker.run_burst()
+            print(f"jobtrail: worker ran {ran} attempts and takeovers", file=sys.stderr)
+            return 0
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                async for _ in signals:
+                    # Running handlers are cancelled; their leases run out and another
+                    # worker takes the jobs over (WorkerLost, retried).
+                    tg.cancel_scope.cancel()
+                    break
     return 0
 
 

@@ -10,19 +10,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import anyio
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from eventstore.filestore import open_file_store
 from service.app import create_app
 from service.settings import from_env, with_handlers
+from worker.assemble import open_worker
 
 
 class ServedApp:
-    """An ASGI app whose lifespan opens the store, then the service over it."""
+    """An ASGI app whose lifespan opens the store, then the service over it.
 
-    def __init__(self) -> None:
+    With `worker_concurrency` (`jobtrail up`), a worker runs in the same process and
+    event loop, on the same store, until the server shuts down.
+    """
+
+    def __init__(self, worker_concurrency: int | None = None) -> None:
         self._inner: Starlette | None = None
+        self._worker_concurrency = worker_concurrency
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
@@ -31,6 +38,13 @@ class ServedApp:
             store = await stack.enter_async_context(open_file_store(settings.data, create=True))
             inner = create_app(store, settings)
             await stack.enter_async_context(inner.router.lifespan_context(inner))
+            if self._worker_concurrency is not None:
+                worker = await stack.enter_async_context(
+                    open_worker(store, settings, concurrency=self._worker_concurrency)
+                )
+                tasks = await stack.enter_async_context(anyio.create_task_group())
+                stack.callback(tasks.cancel_scope.cancel)  # runs before the group is left
+                await tasks.start(worker.run)
             self._inner = inner
             try:
                 yield

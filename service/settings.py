@@ -9,6 +9,9 @@ from pathlib import Path
 
 import msgspec
 
+from worker.evaluation.llm import LlmConfig
+from worker.evaluation.model import RULES_MODEL
+
 DEFAULT_DATA = "./jobtrail-data"
 
 
@@ -27,6 +30,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lease_seconds: float = 60.0
     job_types: frozenset[str] = frozenset({"ai_evaluation"})
     handler_modules: tuple[str, ...] = ()  # JOBTRAIL_HANDLERS or --handlers
+    evaluation_model: str = RULES_MODEL
+    """JOBTRAIL_LLM_MODEL when JOBTRAIL_LLM_URL is set: what `model_version` accepts."""
     poll_retry_after: int = 2
     max_wait_seconds: int = 30
 
@@ -70,6 +75,12 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         values["handler_modules"] = tuple(
             m.strip() for m in env["JOBTRAIL_HANDLERS"].split(",") if m.strip()
         )
+    try:
+        llm = LlmConfig.from_env(env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    if llm is not None:
+        values["evaluation_model"] = llm.model
     values.update({k: v for k, v in overrides.items() if v is not None})
     secret = values.get("secret")
     if isinstance(secret, str) and secret and len(secret.encode()) < 32:

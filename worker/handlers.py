@@ -34,13 +34,21 @@ class JobContext(Protocol):
 Handler = Callable[[JobContext, dict[str, Any]], Awaitable[Any]]
 
 
-class Fail(Exception):
-    """Raised by a handler: fail the job with `code` and `message`, without a retry."""
+class JobError(Exception):
+    """Raised by a handler: the attempt failed with `code`; retried if `retryable`."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retryable = retryable
+
+
+class Fail(JobError):
+    """Raised by a handler: fail the job with `code` and `message`, without a retry."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message, retryable=False)
 
 
 class Retry(Exception):

@@ -1,0 +1,310 @@
+"""The worker: follows the feed, claims due jobs, runs their handlers, appends the outcome.
+
+    worker = Worker(store, handlers, clock)
+    await worker.run()              # follow the feed until cancelled
+    await worker.run_once(now)      # tests: start what is due at `now`, wait for it
+    await worker.run_burst()        # `--burst`: run what is due, then return
+
+Claiming is appending `started` with the version the worker read: of several workers
+(tasks or processes) racing for one job exactly one wins, the others get a conflict and
+leave it. The claim carries a lease the attempt renews while its handler runs; a job whose
+lease ran out is ended by whichever worker notices first (`WorkerLost`, retried like any
+retrying error), and that append fences the old attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup, TaskStatus
+
+from eventstore import EventStore, StorageError, WrongExpectedVersion, streams
+from eventstore.events import JobStarted
+from projections.jobs import JobView, apply_job
+from projections.runner import ProjectionRunner
+from worker.attempt import AttemptContext, AttemptRun
+from worker.handlers import Handlers, JobError, Retry
+from worker.metrics import WorkerMetrics
+from worker.outcomes import (
+    Cancelled,
+    Failed,
+    Outcome,
+    Succeeded,
+    outcome_events,
+    worker_lost,
+)
+from worker.queue import WorkQueue
+
+log = logging.getLogger("jobtrail.worker")
+
+IDLE_RESCAN = 1.0
+"""Seconds the loop sleeps at most with nothing timed: a backstop, the feed wakes it."""
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How a worker runs: slots, lease and retry timing (`JOBTRAIL_*` settings)."""
+
+    concurrency: int = 4
+    lease_seconds: float = 60.0
+    retry_base_delay: float = 30.0
+
+
+def new_worker_id() -> str:
+    """host:pid:random, unique per worker, readable in a job's `started` events."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """Runs the store's due jobs with `handlers`, `config.concurrency` at a time."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        handlers: Handlers,
+        clock: Callable[[], datetime],
+        config: WorkerConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+        worker_id: str | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        config = config or WorkerConfig()
+        if config.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.store = store
+        self.handlers = handlers
+        self.clock = clock
+        self.config = config
+        self.worker_id = worker_id or new_worker_id()
+        self.metrics = metrics or WorkerMetrics()
+        self._rng = rng or random.Random()
+        self.queue = WorkQueue(
+            handlers.types, on_change=self._wake, on_cancel_requested=self._cancel_requested
+        )
+        self.runner = ProjectionRunner(store, [self.queue])
+        self._busy: set[str] = set()
+        self._runs: dict[str, AttemptRun] = {}
+        self._woken = anyio.Event()
+
+    # -- the loops -------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the feed and run due jobs until cancelled."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.runner.run)
+            task_status.started()
+            while True:
+                self._woken = anyio.Event()
+                now = self.clock()
+                self._dispatch(tg, now)
+                await self._sleep(now)
+
+    async def run_once(self, now: datetime | None = None) -> int:
+        """Catch up, start what is due at `now` (up to the concurrency), wait for all of it.
+
+        Returns how many attempts and takeovers it ran.
+        """
+        await self.runner.catch_up()
+        count = 0
+        async with anyio.create_task_group() as tg:
+            count = self._dispatch(tg, now or self.clock())
+        await self.runner.catch_up()
+        return count
+
+    async def run_burst(self) -> int:
+        """Run what is due until nothing is left, then return how much ran."""
+        total = 0
+        while ran := await self.run_once():
+            total += ran
+        return total
+
+    def _dispatch(self, tg: TaskGroup, now: datetime) -> int:
+        count = 0
+        for lost in list(self.queue.expired(now, own=self._busy)):
+            tg.start_soon(self._take_over, lost)
+            count += 1
+        while len(self._busy) < self.config.concurrency:
+            view = self.queue.next_ready(now, skip=self._busy)
+            if view is None:
+                break
+            self._busy.add(view.job_id)
+            tg.start_soon(self._attempt, view)
+            count += 1
+        return count
+
+    async def _sleep(self, now: datetime) -> None:
+        wakeup = self.queue.next_wakeup()
+        timeout = IDLE_RESCAN
+        if wakeup is not None:
+            timeout = min(timeout, max(0.0, (wakeup - now).total_seconds()))
+        with anyio.move_on_after(timeout):
+            await self._woken.wait()
+
+    def _wake(self) -> None:
+        self._woken.set()
+
+    def _cancel_requested(self, view: JobView) -> None:
+        run = self._runs.get(view.job_id)
+        if run is not None and run.attempt == view.attempt:
+            run.request_cancel(view.cancel_requested_by or "system")
+
+    # -- one attempt -----------------------------------------------------------------
+
+    async def _attempt(self, view: JobView) -> None:
+        try:
+            run = await self._claim(view)
+            if run is not None:
+                self._runs[view.job_id] = run
+                await self._finish(run, await self._run_handler(run))
+        except StorageError as exc:
+            # Nothing was acknowledged; the lease runs out and another worker takes over.
+            log.error("job %s: the store refused an append: %s", view.job_id, exc)
+        finally:
+            self._runs.pop(view.job_id, None)
+            self._busy.discard(view.job_id)
+            self._wake()
+
+    async def _claim(self, view: JobView) -> AttemptRun | None:
+        now = self.clock()
+        started = JobStarted(
+            attempt=view.attempt + 1,
+            worker_id=self.worker_id,
+            lease_expires_at=now + timedelta(seconds=self.config.lease_seconds),
+        )
+        try:
+            (recorded,) = await self.store.append(streams.job(view.job_id), [started], view.version)
+        except WrongExpectedVersion:
+            self.metrics.claims_lost.inc()
+            return None  # another worker won it, or it was cancelled meanwhile
+        claimed = apply_job(view, recorded)
+        assert claimed is not None
+        self.metrics.started.inc()
+        self.metrics.pickup.observe(max(0.0, (now - view.updated_at).total_seconds()))
+        log.info(
+            "job %s type=%s site=%s attempt=%d started",
+            view.job_id,
+            view.job_type,
+            view.site_id,
+            claimed.attempt,
+        )
+        return AttemptRun(
+            self.store, claimed, recorded.version, self.config.lease_seconds, self.clock
+        )
+
+    async def _run_handler(self, run: AttemptRun) -> tuple[Outcome, AttemptContext, float]:
+        view = run.view
+        handler = self.handlers.get(view.job_type)
+        assert handler is not None, "the queue holds only job types this worker handles"
+        ctx = AttemptContext(view, run.attempt)
+        outcome: Outcome | None = None
+        began = time.perf_counter()
+        with run.scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run.keep_lease)
+                tg.start_soon(run.report_progress, ctx)
+                outcome = await _call(handler, ctx, view)
+                tg.cancel_scope.cancel()
+        if outcome is None:
+            outcome = Cancelled(by=run.cancel_by or "system")
+        return outcome, ctx, time.perf_counter() - began
+
+    async def _finish(self, run: AttemptRun, ran: tuple[Outcome, AttemptContext, float]) -> None:
+        outcome, ctx, seconds = ran
+        if run.fenced:
+            self.metrics.fenced.inc()
+            log.warning("job %s attempt %d: result dropped, taken over", run.job_id, run.attempt)
+            return
+        events = outcome_events(
+            run.view, outcome, self.clock(), self.config.retry_base_delay, self._rng
+        )
+        latest = ctx.take_progress()
+        also = ctx.also_on_success if isinstance(outcome, Succeeded) else []
+        if not await run.append([*([latest] if latest else []), *events], also):
+            self.metrics.fenced.inc()
+            return
+        self._log_end(run.view, events[0], seconds)
+        self.metrics.finished.labels(type(events[0]).__struct_config__.tag).inc()
+        self.metrics.duration.observe(seconds)
+
+    def _log_end(self, view: JobView, event: object, seconds: float) -> None:
+        tag = type(event).__struct_config__.tag  # type: ignore[attr-defined]
+        code = getattr(event, "error_code", None)
+        log.info(
+            "job %s type=%s site=%s attempt=%d %s%s in %.3f s",
+            view.job_id,
+            view.job_type,
+            view.site_id,
+            view.attempt,
+            tag,
+            f" ({code})" if code else "",
+            seconds,
+        )
+
+    async def _take_over(self, view: JobView) -> None:
+        """End an attempt whose lease ran out: cancelled if asked for, else `WorkerLost`."""
+        outcome: Outcome = (
+            Cancelled(by=view.cancel_requested_by or "system")
+            if view.cancel_requested
+            else worker_lost(view)
+        )
+        events = outcome_events(
+            view, outcome, self.clock(), self.config.retry_base_delay, self._rng
+        )
+        try:
+            await self.store.append(streams.job(view.job_id), events, view.version)
+        except WrongExpectedVersion:
+            return  # its worker renewed the lease, or another worker took it over first
+        except StorageError as exc:
+            log.error("job %s: takeover not recorded: %s", view.job_id, exc)
+            return
+        self.metrics.takeovers.inc()
+        log.warning(
+            "job %s type=%s site=%s attempt=%d lease ran out (worker %s): taken over",
+            view.job_id,
+            view.job_type,
+            view.site_id,
+            view.attempt,
+            view.worker_id,
+        )
+
+
+async def _call(handler: object, ctx: AttemptContext, view: JobView) -> Outcome:
+    """Run the handler; map what it returns or raises to an outcome (never raises)."""
+    try:
+        result = await handler(ctx, view.params)  # type: ignore[operator]
+    except JobError as exc:
+        return Failed(code=exc.code, message=exc.message, retryable=exc.retryable)
+    except Retry as exc:
+        return Failed(
+            code="RetryRequested",
+            message=f"The handler asked for a retry in {exc.delay:g} s.",
+            retryable=True,
+            delay=exc.delay,
+        )
+    except Exception as exc:
+        log.exception("job %s attempt %d: the handler raised", view.job_id, ctx.attempt)
+        return Failed(code="ProcessingError", message=_message(exc), retryable=True)
+    try:
+        msgspec.json.encode(result)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return Failed(
+            code="ProcessingError",
+            message=f"The handler's result cannot be stored as JSON: {exc}",
+            retryable=True,
+        )
+    return Succeeded(result=result)
+
+
+def _message(exc: BaseException) -> str:
+    """The error message a client sees: the exception's text, never a stack trace."""
+    text = str(exc).strip() or type(exc).__name__
+    return text[:2000]
