@@ -241,6 +241,7 @@ def _up(args: argparse.Namespace) -> int:
         print("jobtrail: --concurrency must be at least 1 and --port 1-65535", file=sys.stderr)
         return 2
     _prepare(args)
+    _log_jobs()
     uvicorn.run(
         ServedApp(worker_concurrency=args.concurrency),
         host=args.host,
@@ -249,6 +250,11 @@ def _up(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _log_jobs() -> None:
+    """One line per job transition on standard error, as uvicorn logs its requests."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -263,7 +269,7 @@ def _worker(args: argparse.Namespace) -> int:
         os.environ["JOBTRAIL_HANDLERS"] = ",".join(args.handlers)
     settings = with_handlers(from_env())
     Layout(settings.data).require()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _log_jobs()
     return anyio.run(_run_worker, settings, args, backend_options={"use_uvloop": True})
 
 

@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from eventstore import EventStore, StorageError, WrongExpectedVersion, streams
 from eventstore.events import JobStarted
-from projections.jobs import JobView, apply_job
+from projections.jobs import JobView, apply_job, load_job
 from projections.runner import ProjectionRunner
 from worker.attempt import AttemptContext, AttemptRun
 from worker.handlers import Handlers, JobError, Retry
@@ -45,6 +45,9 @@ from worker.outcomes import (
 from worker.queue import WorkQueue
 
 log = logging.getLogger("jobtrail.worker")
+
+SHUTDOWN_GRACE = 2.0
+"""Seconds a stopping worker spends handing its running jobs back."""
 
 IDLE_RESCAN = 1.0
 """Seconds the loop sleeps at most with nothing timed: a backstop, the feed wakes it."""
@@ -160,11 +163,20 @@ class Worker:
     # -- one attempt -----------------------------------------------------------------
 
     async def _attempt(self, view: JobView) -> None:
+        run = None
         try:
             run = await self._claim(view)
             if run is not None:
                 self._runs[view.job_id] = run
                 await self._finish(run, await self._run_handler(run))
+        except anyio.get_cancelled_exc_class():
+            # The worker is stopping: hand the job back at once (also when the claim landed
+            # but its answer was cut off).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_GRACE):
+                run = run or await self._claimed(view)
+                if run is not None:
+                    await self._release(run)
+            raise
         except StorageError as exc:
             # Nothing was acknowledged; the lease runs out and another worker takes over.
             log.error("job %s: the store refused an append: %s", view.job_id, exc)
@@ -248,6 +260,35 @@ class Worker:
             f" ({code})" if code else "",
             seconds,
         )
+
+    async def _claimed(self, view: JobView) -> AttemptRun | None:
+        """The attempt this worker claimed on `view`, if its claim landed after all."""
+        now = await load_job(self.store, view.job_id)
+        if (
+            now is None
+            or now.status != "running"
+            or now.attempt != view.attempt + 1
+            or now.worker_id != self.worker_id
+        ):
+            return None
+        return AttemptRun(self.store, now, now.version, self.config.lease_seconds, self.clock)
+
+    async def _release(self, run: AttemptRun) -> None:
+        """Record the attempt as lost to a shutdown, due again now: no waiting for the lease."""
+        stopped = Failed(
+            code="WorkerLost",
+            message=f"The worker running attempt {run.attempt} was stopped.",
+            retryable=True,
+            delay=0.0,
+        )
+        events = outcome_events(
+            run.view, stopped, self.clock(), self.config.retry_base_delay, self._rng
+        )
+        try:
+            if await run.append(events):
+                log.info("job %s attempt %d handed back: the worker stops", run.job_id, run.attempt)
+        except StorageError as exc:
+            log.error("job %s: hand-back not recorded, its lease will run out: %s", run.job_id, exc)
 
     async def _take_over(self, view: JobView) -> None:
         """End an attempt whose lease ran out: cancelled if asked for, else `WorkerLost`."""

@@ -370,3 +370,23 @@ async def test_a_live_worker_picks_up_new_jobs_and_retries_on_time(store: EventS
     ]
     # the retry was picked up at its time (0.2-0.22 s), not at a rescan
     assert events[4].recorded_at - events[3].recorded_at < timedelta(seconds=0.6)
+
+
+async def test_a_stopping_worker_hands_its_running_jobs_back_at_once(store: EventStore) -> None:
+    handlers = Handlers()
+
+    @handlers.job("forever")
+    async def forever(ctx: JobContext, params: dict[str, Any]) -> None:
+        await anyio.sleep_forever()
+
+    job_id = await submit(store, "forever")
+    worker = make_worker(store, handlers, lambda: datetime.now(UTC), lease_seconds=3600)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await status_becomes(store, job_id, "running")
+        tg.cancel_scope.cancel()
+    assert await history(store, job_id) == ["requested", "started", "failed", "retried"]
+    view = await job(store, job_id)
+    assert view.status == "pending" and view.error_code == "WorkerLost"
+    assert view.next_attempt_at is not None
+    assert view.next_attempt_at - view.updated_at < timedelta(seconds=1)  # not after the lease
