@@ -18,6 +18,7 @@ from eventstore.filestore import open_file_store
 from service.app import create_app
 from service.settings import from_env, with_handlers
 from worker.assemble import open_worker
+from worker.metrics import WorkerMetrics
 
 
 class ServedApp:
@@ -39,8 +40,11 @@ class ServedApp:
             inner = create_app(store, settings)
             await stack.enter_async_context(inner.router.lifespan_context(inner))
             if self._worker_concurrency is not None:
+                metrics = WorkerMetrics(inner.state.jobtrail.metrics.registry)
                 worker = await stack.enter_async_context(
-                    open_worker(store, settings, concurrency=self._worker_concurrency)
+                    open_worker(
+                        store, settings, concurrency=self._worker_concurrency, metrics=metrics
+                    )
                 )
                 tasks = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tasks.cancel_scope.cancel)  # runs before the group is left

@@ -1,6 +1,6 @@
 """Prometheus metrics of one worker, in a registry of its own (`--metrics-port` serves it).
 
-In `jobtrail up` the worker's registry is served by the app's `/metrics` beside its own.
+In `jobtrail up` the worker registers in the app's registry, so `/metrics` shows both.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ _SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class WorkerMetrics:
     """Claims, outcomes, takeovers and timings of one worker."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
         self.started = Counter(
             "jobtrail_worker_attempts_started",
             "Attempts this worker claimed and started.",
