@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -26,12 +26,15 @@ from eventstore.filestore import open_file_store
 from eventstore.layout import Layout, NotADataDirectory
 from eventstore.records import uuid7
 from eventstore.verify import verify
+from service import operator
 from service.auth import Principal, issue_token, load_or_create_secret
 from service.serve import ServedApp
 from service.settings import Settings, SettingsError, from_env, parse_duration, with_handlers
 from worker.assemble import open_worker
 from worker.handlers import HandlersError
 from worker.metrics import WorkerMetrics
+
+Runner = Callable[[argparse.Namespace], int]
 
 
 class DemoSettings(msgspec.Struct, frozen=True):
@@ -127,6 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _operator_commands(parser: argparse.ArgumentParser) -> dict[str, Runner]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return operator.register(sub)
+
+
 def _handlers_flag(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--handlers",
@@ -139,6 +147,7 @@ def _handlers_flag(command: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    operator_commands = _operator_commands(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -161,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _up(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command in operator_commands:
+            return operator_commands[args.command](args)
         if args.command == "token":
             return _token(args)
         return _verify(VerifySettings(Path(args.data), args.json))

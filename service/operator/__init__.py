@@ -1,0 +1,45 @@
+"""Operator commands (`jobtrail audit | replay | export | import | import-legacy | prune`).
+
+Each module here is one command with two functions, so the `jobtrail` entry point stays
+a list and every command can be tested with `service.cli.main([...])`:
+
+    def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
+    def run(args: argparse.Namespace) -> int      # exit 0, 1 (a check failed) or 2 (usage)
+
+They read the data directory directly (never through the HTTP API), work beside live
+`serve` and `worker` processes, and never change an acknowledged event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from typing import Final, Protocol
+
+COMMANDS: Final[dict[str, str]] = {
+    # command name -> module; adding one is one line here
+}
+
+
+class Command(Protocol):
+    def add_parser(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def load(name: str) -> Command:
+    module: Command = importlib.import_module(COMMANDS[name])
+    return module
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Add every operator command's parser; the runner of each, by command name."""
+    runners: dict[str, Callable[[argparse.Namespace], int]] = {}
+    for name in COMMANDS:
+        command = load(name)
+        command.add_parser(sub)
+        runners[name] = command.run
+    return runners
