@@ -10,6 +10,9 @@ from projections.listings import JobListings
 from projections.runner import Projection
 from projections.usage import UsageTable
 
+READ_MODEL_CHECKPOINT = "read-model.ckpt"
+"""The read model's checkpoint file, in the data directory's `projections/` folder."""
+
 
 @dataclass(eq=True, frozen=True, slots=True)
 class ReadModel:

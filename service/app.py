@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,7 +34,7 @@ from eventstore import EventStore
 from eventstore.clock import utcnow
 from eventstore.errors import JobtrailError, StorageError
 from eventstore.filestore import FileStore
-from projections.model import ReadModel
+from projections.model import READ_MODEL_CHECKPOINT, ReadModel
 from projections.runner import ProjectionRunner
 from service import events_api, jobs_api, openapi, ops_api
 from service.app_state import AppState
@@ -50,6 +51,20 @@ access_log = logging.getLogger("jobtrail.access")
 log = logging.getLogger("jobtrail.service")
 
 
+def checkpoint_path(store: EventStore) -> Path | None:
+    """Where serve processes keep the read model's checkpoint: beside a file store's logs.
+
+    Every serve process writes it atomically (a temporary file, then a rename), so they may
+    share it; a start loads it and applies only the events after it. `jobtrail replay`
+    compares it with a rebuild from the events.
+    """
+    if not isinstance(store, FileStore):
+        return None
+    folder = store.log.layout.root / "projections"
+    folder.mkdir(exist_ok=True)
+    return folder / READ_MODEL_CHECKPOINT
+
+
 def create_app(
     store: EventStore, settings: Settings, *, clock: Callable[[], datetime] = utcnow
 ) -> Starlette:
@@ -63,18 +78,24 @@ def create_app(
         app.state.tokens = TokenCache(app.state.secret)
         model = ReadModel()
         metrics.watch_jobs(model.jobs)
-        runner = ProjectionRunner(metered, model.projections)
+        checkpoint = checkpoint_path(store)
+        runner = ProjectionRunner(metered, model.projections, checkpoint)
+        await runner.load_checkpoint()
         await runner.catch_up()
         state = AppState(metered, settings, model, runner, clock, metrics)
         app.state.jobtrail = state
+        every = settings.checkpoint_seconds if checkpoint is not None else None
         async with anyio.create_task_group() as tg, AsyncExitStack() as parts:
-            tg.start_soon(runner.run)
+            tg.start_soon(partial(runner.run, checkpoint_every=every))
             for part in API_PARTS:  # each part opens what its routes need
                 opener = getattr(part, "lifespan", None)
                 if opener is not None:
                     await parts.enter_async_context(opener(app, state))
             yield
             tg.cancel_scope.cancel()
+        if checkpoint is not None:  # the next start applies only what came after this
+            with anyio.CancelScope(shield=True):
+                await runner.save_checkpoint()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

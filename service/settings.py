@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     handler_modules: tuple[str, ...] = ()  # JOBTRAIL_HANDLERS or --handlers
     evaluation_model: str = RULES_MODEL
     """JOBTRAIL_LLM_MODEL when JOBTRAIL_LLM_URL is set: what `model_version` accepts."""
+    checkpoint_seconds: float = 60.0
+    """How often a serve process saves the read model's checkpoint (a file store only)."""
     poll_retry_after: int = 2
     max_wait_seconds: int = 30
 
