@@ -25,13 +25,16 @@ log = logging.getLogger("jobtrail.worker")
 
 CONFLICT_RETRIES: Final = 20
 PROGRESS_INTERVAL: Final = 0.25
-"""Seconds between two `progressed` events of one attempt; what comes between coalesces."""
+"""Seconds between two `progressed` events of one attempt; what comes between coalesces.
+
+Also how often the worker looks for leases to renew and progress to append, for all its
+attempts at once: no task of its own per attempt."""
 
 
 class AttemptContext:
     """What a handler gets (`JobContext`): the job's id and attempt, and `progress`.
 
-    `progress` only records the latest value and returns; the attempt appends it at most
+    `progress` only records the latest value and returns; the worker appends it at most
     every `PROGRESS_INTERVAL` seconds, and the latest always lands (with the outcome at
     the latest). `also_on_success` lets a built-in handler add events to other streams
     that land in the same append as `completed`.
@@ -43,20 +46,18 @@ class AttemptContext:
         self.job = view
         self.also_on_success: list[AppendTo] = []
         self._latest: JobProgressed | None = None
-        self._reported = anyio.Event()
 
     async def progress(self, percent: int, message: str = "") -> None:
         percent = max(0, min(100, int(percent)))
         self._latest = JobProgressed(progress=percent, message=str(message)[:1000])
-        self._reported.set()
 
     def take_progress(self) -> JobProgressed | None:
         latest, self._latest = self._latest, None
-        self._reported = anyio.Event()
         return latest
 
-    async def wait_progress(self) -> None:
-        await self._reported.wait()
+    @property
+    def has_progress(self) -> bool:
+        return self._latest is not None
 
 
 class AttemptRun:
@@ -81,6 +82,8 @@ class AttemptRun:
         self.fenced = False
         self.cancel_by: str | None = None
         self.scope = anyio.CancelScope()
+        self.ctx = AttemptContext(view, self.attempt)
+        self.renewed_at = anyio.current_time()
         self._appending = anyio.Lock()
 
     def request_cancel(self, by: str) -> None:
@@ -117,20 +120,18 @@ class AttemptRun:
         if view.cancel_requested:
             self.request_cancel(view.cancel_requested_by or "system")
 
-    async def keep_lease(self) -> None:
-        """Renew the lease every third of its length while the handler runs."""
-        while True:
-            await anyio.sleep(self.lease / 3)
-            until: datetime = self.clock() + timedelta(seconds=self.lease)
-            renewed = JobLeaseRenewed(attempt=self.attempt, lease_expires_at=until)
-            if not await self.append([renewed]):
-                return
+    def lease_due(self, now: float) -> bool:
+        """Whether a third of the lease passed since the last renewal (monotonic seconds)."""
+        return now - self.renewed_at >= self.lease / 3
 
-    async def report_progress(self, ctx: AttemptContext) -> None:
-        """Append the handler's latest progress, at most every `PROGRESS_INTERVAL` seconds."""
-        while True:
-            await ctx.wait_progress()
-            latest = ctx.take_progress()
-            if latest is not None and not await self.append([latest]):
-                return
-            await anyio.sleep(PROGRESS_INTERVAL)
+    async def renew_lease(self) -> None:
+        """Move the lease on by its length from now (nothing once fenced)."""
+        self.renewed_at = anyio.current_time()
+        until: datetime = self.clock() + timedelta(seconds=self.lease)
+        await self.append([JobLeaseRenewed(attempt=self.attempt, lease_expires_at=until)])
+
+    async def report_progress(self) -> None:
+        """Append the handler's latest progress, if it reported any since the last time."""
+        latest = self.ctx.take_progress()
+        if latest is not None:
+            await self.append([latest])

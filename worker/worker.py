@@ -20,7 +20,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import anyio
@@ -31,7 +31,7 @@ from eventstore import EventStore, StorageError, WrongExpectedVersion, streams
 from eventstore.events import JobStarted
 from projections.jobs import JobView, apply_job, load_job
 from projections.runner import ProjectionRunner
-from worker.attempt import AttemptContext, AttemptRun
+from worker.attempt import PROGRESS_INTERVAL, AttemptContext, AttemptRun
 from worker.handlers import Handlers, JobError, Retry
 from worker.metrics import WorkerMetrics
 from worker.outcomes import (
@@ -104,6 +104,7 @@ class Worker:
         """Follow the feed and run due jobs until cancelled."""
         async with anyio.create_task_group() as tg:
             await tg.start(self.runner.run)
+            tg.start_soon(self._housekeeping)
             task_status.started()
             while True:
                 self._woken = anyio.Event()
@@ -118,8 +119,11 @@ class Worker:
         """
         await self.runner.catch_up()
         count = 0
-        async with anyio.create_task_group() as tg:
-            count = self._dispatch(tg, now or self.clock())
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._housekeeping)
+            async with anyio.create_task_group() as tg:
+                count = self._dispatch(tg, now or self.clock())
+            outer.cancel_scope.cancel()
         await self.runner.catch_up()
         return count
 
@@ -151,6 +155,18 @@ class Worker:
             timeout = min(timeout, max(0.0, (wakeup - now).total_seconds()))
         with anyio.move_on_after(timeout):
             await self._woken.wait()
+
+    async def _housekeeping(self) -> None:
+        """Renew the leases and append the progress of every running attempt, as due."""
+        async with anyio.create_task_group() as tg:
+            while True:
+                await anyio.sleep(PROGRESS_INTERVAL)
+                now = anyio.current_time()
+                for run in self._runs.values():
+                    if run.ctx.has_progress:
+                        tg.start_soon(_quietly, run.report_progress)
+                    if run.lease_due(now):
+                        tg.start_soon(_quietly, run.renew_lease)
 
     def _wake(self) -> None:
         self._woken.set()
@@ -212,25 +228,21 @@ class Worker:
             self.store, claimed, recorded.version, self.config.lease_seconds, self.clock
         )
 
-    async def _run_handler(self, run: AttemptRun) -> tuple[Outcome, AttemptContext, float]:
+    async def _run_handler(self, run: AttemptRun) -> tuple[Outcome, float]:
         view = run.view
         handler = self.handlers.get(view.job_type)
         assert handler is not None, "the queue holds only job types this worker handles"
-        ctx = AttemptContext(view, run.attempt)
         outcome: Outcome | None = None
         began = time.perf_counter()
         with run.scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run.keep_lease)
-                tg.start_soon(run.report_progress, ctx)
-                outcome = await _call(handler, ctx, view)
-                tg.cancel_scope.cancel()
+            outcome = await _call(handler, run.ctx, view)
         if outcome is None:
             outcome = Cancelled(by=run.cancel_by or "system")
-        return outcome, ctx, time.perf_counter() - began
+        return outcome, time.perf_counter() - began
 
-    async def _finish(self, run: AttemptRun, ran: tuple[Outcome, AttemptContext, float]) -> None:
-        outcome, ctx, seconds = ran
+    async def _finish(self, run: AttemptRun, ran: tuple[Outcome, float]) -> None:
+        outcome, seconds = ran
+        ctx = run.ctx
         if run.fenced:
             self.metrics.fenced.inc()
             log.warning("job %s attempt %d: result dropped, taken over", run.job_id, run.attempt)
@@ -343,6 +355,14 @@ async def _call(handler: object, ctx: AttemptContext, view: JobView) -> Outcome:
             retryable=True,
         )
     return Succeeded(result=result)
+
+
+async def _quietly(step: Callable[[], Awaitable[None]]) -> None:
+    """A housekeeping append: a store error is logged; the attempt's own end will tell."""
+    try:
+        await step()
+    except StorageError as exc:
+        log.error("a lease renewal or progress append failed: %s", exc)
 
 
 def _message(exc: BaseException) -> str:
