@@ -162,6 +162,18 @@ class LeadEvaluated(Event, tag="lead_evaluated", frozen=True, kw_only=True):
     label: str
 
 
+class EvaluationQueued(Event, tag="evaluation_queued", frozen=True, kw_only=True):
+    """An evaluation job of the lead was queued: created, or retried by hand (`manual`).
+
+    Its only purpose is to move the lead stream's version: creates and manual retries
+    each append one with the lead version they read before checking the lead's active
+    jobs, so two of them racing (in any processes, in any months) cannot both succeed.
+    """
+
+    job_id: str
+    manual: bool = False
+
+
 # -- an idempotency key of a site's user: idem:<site>:<user>:<sha256 of the key> --------
 
 
@@ -190,6 +202,7 @@ AnyEvent = (
     | DocumentAdded
     | DocumentRemoved
     | LeadEvaluated
+    | EvaluationQueued
     | IdempotencyKeyUsed
 )
 

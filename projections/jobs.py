@@ -33,6 +33,7 @@ from msgspec.structs import replace
 from eventstore.events import (
     DocumentAdded,
     DocumentRemoved,
+    EvaluationQueued,
     IdempotencyKeyUsed,
     JobCancelled,
     JobCancelRequested,
@@ -339,6 +340,7 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
             | DocumentAdded()
             | DocumentRemoved()
             | LeadEvaluated()
+            | EvaluationQueued()
             | IdempotencyKeyUsed()
         ):
             pass

@@ -23,6 +23,7 @@ from eventstore import streams
 from eventstore.events import (
     DocumentAdded,
     DocumentRemoved,
+    EvaluationQueued,
     IdempotencyKeyUsed,
     JobCancelled,
     JobCancelRequested,
@@ -115,6 +116,8 @@ def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | Non
         case DocumentRemoved(document_id=document_id):
             documents = _without(view.documents, document_id)
             return replace(view, documents=documents, updated_at=at, version=recorded.version)
+        case EvaluationQueued():
+            return replace(view, version=recorded.version)  # a guard, not a change of the lead
         case LeadEvaluated():
             return replace(
                 view,

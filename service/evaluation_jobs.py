@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from eventstore import EventStore, WrongExpectedVersion, streams
-from eventstore.events import JobRetried
+from eventstore import AppendTo, EventStore, WrongExpectedVersion, new, streams
+from eventstore.events import EvaluationQueued, JobRetried
 from projections.jobs import JobView, load_job
 from projections.leads import EVALUATION_JOB_TYPE
 from service.app_state import AppState
@@ -41,16 +41,25 @@ async def retry_evaluation(
             job = await evaluation_job(state.store, who, job_id)
             if not job.can_retry:
                 raise NotRetryable("Only a failed job with attempts left can be retried.")
+            lead_id = lead_of(job)
+            lead_stream = streams.lead(who.site_id, lead_id)
+            lead_version = await state.store.stream_version(lead_stream)  # before the jobs
             await state.runner.catch_up()
             active = site_evaluations(state.model, who.site_id, ACTIVE)
-            other = next((j for j in lead_jobs(active, lead_of(job)) if j.job_id != job_id), None)
+            other = next((j for j in lead_jobs(active, lead_id) if j.job_id != job_id), None)
             if other is not None:
                 raise JobAlreadyPending(
                     "An evaluation is already in progress for this lead.", job_id=other.job_id
                 )
             retried = JobRetried(next_attempt_at=state.clock(), manual=True)
+            queued = EvaluationQueued(job_id=job_id, manual=True)
             try:
-                await state.store.append(streams.job(job_id), [retried], job.version)
+                await state.store.append_many(
+                    [
+                        AppendTo(streams.job(job_id), [new(retried)], job.version),
+                        AppendTo(lead_stream, [new(queued)], lead_version),
+                    ]
+                )
             except WrongExpectedVersion:
                 continue
             return await evaluation_job(state.store, who, job_id)

@@ -5,15 +5,16 @@ A create decides on what it read, then appends it all in ONE `append_many`:
     job:<new id>           JobRequested    expected 0
     usage:<site>:<month>   QuotaReserved   expected = the usage stream's version read (= used)
     site:<site>            (no events)     expected = the settings' version read
-    lead:<site>:<lead>     (no events)     expected = the lead's version read
+    lead:<site>:<lead>     EvaluationQueued expected = the lead's version read
 
 so a conflict means another create, a quota change or a change of the lead came first, and
 the create re-reads and decides again; `used` can never pass the limit, across processes too.
 Every create of a site and month appends to its usage stream, so creates for one lead are
 serialized by it as well: the jobs are looked at after the usage version was read, so a
-create whose append succeeds has seen every job accepted before it. Not covered: a manual
-retry (it appends no usage event) racing a create in another process, and two creates on
-either side of a month boundary; closing those needs an event on the lead stream.
+create whose append succeeds has seen every job accepted before it. A manual retry and a
+create, or two creates on either side of a month boundary, are serialized by the
+lead stream: each appends `EvaluationQueued` with the lead version it read before looking
+at the lead's jobs.
 
 `estimated_completion` = requested_at + average x (1 + ahead): `average` is the mean run
 time (started -> completed) of the site's 10 most recently requested completed evaluation
@@ -34,7 +35,7 @@ import msgspec
 from msgspec import Meta
 
 from eventstore import NO_STREAM, AppendTo, WrongExpectedVersion, new, streams
-from eventstore.events import JobRequested
+from eventstore.events import EvaluationQueued, JobRequested
 from eventstore.records import new_event_id
 from projections.leads import EVALUATION_JOB_TYPE
 from projections.usage import Usage, decide_reservation, load_site_settings
@@ -219,7 +220,8 @@ async def _decide(
     """Read, decide (404, 409, 429) and return the appends that make the decision safe."""
     site_id, store = who.site_id, state.store
     month = state.month()
-    # Read the usage version first: everything read after it is at least as new.
+    # Read the usage and lead versions first: everything read after them is at least as
+    # new, and the append below checks both.
     used = await store.stream_version(streams.usage(site_id, month))
     settings = await load_site_settings(store, site_id)
     lead = await existing_lead(store, site_id, lead_id)
@@ -274,7 +276,9 @@ async def _decide(
     batch = [
         AppendTo(streams.job(job_id), [new(requested)], NO_STREAM),
         *decision.appends,
-        AppendTo(streams.lead(site_id, lead_id), [], lead.version),
+        AppendTo(
+            streams.lead(site_id, lead_id), [new(EvaluationQueued(job_id=job_id))], lead.version
+        ),
     ]
     return accepted, batch
 

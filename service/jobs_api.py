@@ -13,11 +13,13 @@ from starlette.routing import Route
 from eventstore.errors import InvalidId, WrongExpectedVersion
 from eventstore.streams import valid_month
 from projections.jobs import JobView
+from projections.leads import EVALUATION_JOB_TYPE
 from projections.listings import DEFAULT_PAGE_LIMIT, decode_cursor
 from service import commands, evaluations, idempotency
 from service.app_state import AppState
 from service.auth import Principal
 from service.errors import ApiError, StorageUnavailable, ValidationFailed
+from service.evaluation_jobs import retry_evaluation
 from service.http import (
     check_identity_headers,
     check_integers,
@@ -204,7 +206,11 @@ async def retry(request: Request) -> Response:
     who = principal_of(request)
     job_id = job_id_param(request)
     check_identity_headers(request, who)
-    job = await commands.retry_job(state.store, who, job_id, state.clock)
+    job = await commands.visible_job(state.store, job_id, who)
+    if job.job_type == EVALUATION_JOB_TYPE:  # one evaluation of a lead at a time (409)
+        job = await retry_evaluation(state, ops_state(request).locks, who, job_id)
+    else:
+        job = await commands.retry_job(state.store, who, job_id, state.clock)
     await settle(state, job.position)
     return json_response(job_json(job), 202, _poll_headers(job.status, state))
 

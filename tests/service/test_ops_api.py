@@ -20,7 +20,9 @@ import pytest
 
 from eventstore import streams
 from eventstore.events import (
+    EvaluationQueued,
     Event,
+    JobCancelled,
     JobCompleted,
     JobFailed,
     JobProgressed,
@@ -258,6 +260,38 @@ async def test_retry_while_another_job_of_the_lead_is_pending_is_409(service: Se
         f"/api/ops/ai-evaluation-jobs/{second}/retry", headers=ops(service)
     )
     assert pending.status_code == 409 and pending.json()["error"] == "NotRetryable"
+
+
+async def test_creates_and_retries_of_a_lead_are_serialized_by_its_stream(
+    service: Service,
+) -> None:
+    """Each appends `evaluation_queued` with the lead version it read, across processes too;
+    the generic retry route keeps the one-evaluation-per-lead rule as well."""
+    await put_lead(service, "lead_1")
+    lead = streams.lead("site1", "lead_1")
+    first = await created(service, "lead_1")
+    await append(
+        service,
+        first,
+        JobStarted(attempt=1),
+        JobFailed(error_code="ResourceNotFound", error_message="No documents", attempt=1),
+    )
+    second = await created(service, "lead_1")
+    guards = [
+        e.event
+        for e in await service.store.read_stream(lead)
+        if isinstance(e.event, EvaluationQueued)
+    ]
+    assert guards == [EvaluationQueued(job_id=first), EvaluationQueued(job_id=second)]
+    admin = service.auth(role="admin")
+    r = await service.client.post(f"/api/jobs/{first}/retry", headers=admin)
+    assert r.status_code == 409 and r.json()["error"] == "JobAlreadyPending"
+    await append(service, second, JobCancelled(by="user1"))
+    version = await service.store.stream_version(lead)
+    r = await service.client.post(f"/api/jobs/{first}/retry", headers=admin)
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    (last,) = await service.store.read_stream(lead, version + 1)
+    assert last.event == EvaluationQueued(job_id=first, manual=True)
 
 
 async def test_cancel_pending_at_once_and_running_on_request(service: Service) -> None:
