@@ -25,6 +25,7 @@ BENCHMARKS: Final[dict[str, str]] = {
     # name -> module whose `run(ctx) -> Result` measures it; adding one is one line here.
     "eventstore": "bench.eventstore_bench",
     "http": "bench.http_bench",
+    "worker": "bench.worker_bench",
 }
 
 REPO: Final = Path(__file__).resolve().parent.parent
