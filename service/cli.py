@@ -42,11 +42,6 @@ class DemoSettings(msgspec.Struct, frozen=True):
     jobs: int
 
 
-class VerifySettings(msgspec.Struct, frozen=True):
-    data: Path
-    json: bool
-
-
 def _parser() -> argparse.ArgumentParser:
     default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
     parser = argparse.ArgumentParser(
@@ -63,14 +58,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
     demo.add_argument("--jobs", type=int, default=3, help="how many jobs to run (default 3)")
 
-    ver = sub.add_parser(
-        "verify",
-        help="check every log of a data directory",
-        description="Walks the feed and every stream log. Exit 1 when acknowledged data is "
-        "damaged or the logs disagree; a torn tail set aside after a crash is reported only.",
-    )
-    ver.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
-    ver.add_argument("--json", action="store_true", help="print the report as JSON")
     init = sub.add_parser(
         "init",
         help="create a data directory (nothing happens if it exists)",
@@ -174,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return operator_commands[args.command](args)
         if args.command == "token":
             return _token(args)
-        return _verify(VerifySettings(Path(args.data), args.json))
+        return 2  # argparse lets no other command through
     except (SettingsError, HandlersError) as exc:
         print(f"jobtrail: {exc}", file=sys.stderr)
         return 2
@@ -321,21 +308,6 @@ def _token(args: argparse.Namespace) -> int:
         print(f"jobtrail: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def _verify(settings: VerifySettings) -> int:
-    Layout(settings.data).require()
-    report = verify(settings.data)
-    if settings.json:
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-    else:
-        for f in report.findings:
-            print(f"{f.severity:5}  {f.kind:12}  {f.where}  {f.detail}")
-        print(
-            f"{report.events} events, {report.streams} streams, {report.bytes} bytes: "
-            f"{'ok' if report.ok else 'FAILED'}"
-        )
-    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":

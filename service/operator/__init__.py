@@ -19,6 +19,11 @@ from typing import Final, Protocol
 
 COMMANDS: Final[dict[str, str]] = {
     # command name -> module; adding one is one line here
+    "audit": "service.operator.audit",
+    "export": "service.operator.export",
+    "import": "service.operator.import_events",
+    "replay": "service.operator.replay",
+    "verify": "service.operator.verify",
 }
 
 

@@ -1,0 +1,179 @@
+"""`jobtrail verify`: the store-wide check of API.md section 5, and the job rules over it.
+
+Two passes, both read-only and lock-free, so it runs beside live processes: the store
+check (`eventstore.verify`: damage, gaps, torn tails, feed/stream disagreement) and the
+rule check (`projections.history_check` over the feed: illegal transitions, gaps in job
+streams). A torn tail set aside after a crash is reported as `info` and is not a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import AbstractContextManager, closing, nullcontext
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+
+from eventstore import streams
+from eventstore.errors import InvalidId, StorageError
+from eventstore.filelog import FileLog
+from eventstore.layout import Layout, NotADataDirectory
+from eventstore.verify import Finding, Report
+from projections.history_check import HistoryCheck
+from service.operator.feedscan import (
+    Bar,
+    Partner,
+    head_hint,
+    open_feed,
+    scan_feed,
+    store_check,
+    worth_parallel,
+)
+
+DESCRIPTION = """\
+Walks the feed and every stream log (damage, gaps, torn tails, the feed and the stream
+logs disagreeing), then every job's stream against the job rules (illegal transitions,
+gaps in versions). Read-only and lock-free: safe beside running serve and worker
+processes. Prints one line per finding (severity, kind, where, detail), then a summary;
+with a terminal on standard error, progress goes there.
+"""
+
+EPILOG = """\
+exit status:
+  0  nothing wrong (findings of severity `info`, such as a torn tail that a crash left
+     and recovery sets aside, are reported only)
+  1  acknowledged data is damaged, the feed and a stream log disagree, or a history
+     breaks the rules (a gap in versions, an illegal transition)
+  2  bad usage, or DATA is missing or not a jobtrail data directory
+"""
+
+
+class VerifySettings(msgspec.Struct, frozen=True):
+    data: Path
+    json: bool = False
+    site: str | None = None
+
+
+class Result(msgspec.Struct):
+    """The store check's report with the rule check's findings merged in."""
+
+    streams: int
+    events: int
+    bytes: int
+    findings: list[Finding]
+    jobs: int  # job streams checked against the rules
+    ok: bool
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
+    parser = sub.add_parser(
+        "verify",
+        help="check every log of a data directory, and every job's history against the rules",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data", default=default_data, help="data directory (JOBTRAIL_DATA, ./jobtrail-data)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object: streams, events, bytes, findings "
+        "(severity, kind, where, detail), jobs, ok",
+    )
+    parser.add_argument(
+        "--site",
+        help="check the job rules only for this site's jobs (the store check stays store-wide)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = VerifySettings(Path(args.data), bool(args.json), args.site)
+    if settings.site is not None:
+        try:
+            streams.valid_id(settings.site, "site id")
+        except InvalidId as exc:
+            print(f"jobtrail verify: --site: {exc}", file=sys.stderr)
+            return 2
+    try:
+        result = check(settings)
+    except NotADataDirectory as exc:
+        print(f"jobtrail verify: {exc}", file=sys.stderr)
+        return 2
+    if settings.json:
+        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    else:
+        for f in result.findings:
+            print(f"{f.severity:5}  {f.kind:12}  {f.where}  {f.detail}")
+        scope = f" of site {settings.site}" if settings.site else ""
+        print(f"job rules: {result.jobs} jobs{scope} checked")
+        print(
+            f"{result.events} events, {result.streams} streams, {result.bytes} bytes: "
+            f"{'ok' if result.ok else 'FAILED'}"
+        )
+    return 0 if result.ok else 1
+
+
+def check(
+    settings: VerifySettings, *, show_progress: bool | None = None, parallel: bool | None = None
+) -> Result:
+    """Both checks; raises NotADataDirectory, never an error about what it finds.
+
+    With `parallel` (by default: for a large feed, with two CPUs) the store check runs in
+    a second process while this one checks the rules.
+    """
+    show = sys.stderr.isatty() if show_progress is None else show_progress
+    Layout(settings.data).require()
+    rules = HistoryCheck(settings.site)
+    notes: list[Finding] = []
+    try:
+        log = open_feed(settings.data)
+    except StorageError as exc:
+        notes.append(Finding("error", "bad_file", "feed", f"job rules not checked: {exc}"))
+        return _merge(store_check(settings.data), rules, notes)
+    with closing(log):
+        if parallel if parallel is not None else worth_parallel(log):
+            with Partner(Report, "store-check", str(settings.data)) as partner:
+                _check_rules(log, rules, notes, head_hint(log), show)
+                with _status("finishing the store check", show):
+                    found = partner.result()
+            report = found if found is not None else store_check(settings.data)
+        else:
+            with _status("checking the store's logs", show):
+                report = store_check(settings.data)
+            _check_rules(log, rules, notes, report.events, show)
+    return _merge(report, rules, notes)
+
+
+def _status(what: str, show: bool) -> AbstractContextManager[object]:
+    return Console(stderr=True).status(what) if show else nullcontext()
+
+
+def _check_rules(
+    log: FileLog, rules: HistoryCheck, notes: list[Finding], total: int | None, show: bool
+) -> None:
+    with Bar("checking job rules", total or None, show=show) as bar:
+        scan = scan_feed(log, rules.check, bar=bar)
+    if scan.damage is not None:
+        where = f"job rules checked up to position {scan.position}: {scan.damage}"
+        notes.append(Finding("info", "unchecked", "feed", where))
+
+
+def _merge(report: Report, rules: HistoryCheck, notes: list[Finding]) -> Result:
+    gaps = {f.where for f in report.findings if f.kind == "gap"}  # the store check said so
+    found = [f for f in rules.report() if not (f.kind == "gap" and f.where in gaps)]
+    findings = [*report.findings, *found, *notes]
+    findings.sort(key=lambda f: f.severity != "error")  # stable: store findings first
+    return Result(
+        streams=report.streams,
+        events=report.events,
+        bytes=report.bytes,
+        findings=findings,
+        jobs=rules.jobs,
+        ok=not any(f.severity == "error" for f in findings),
+    )
