@@ -63,10 +63,14 @@ class JobFailed(Event, tag="failed", frozen=True, kw_only=True):
 
 
 class JobRetried(Event, tag="retried", frozen=True, kw_only=True):
-    """The job is queued again, due at `next_attempt_at`; `manual` starts a new round."""
+    """The job is queued again, due at `next_attempt_at`; `manual` starts a new round.
+
+    `by` names who asked for a manual round (a user id); automatic retries leave it unset.
+    """
 
     next_attempt_at: datetime
     manual: bool = False
+    by: str | None = None
 
 
 class JobCancelled(Event, tag="cancelled", frozen=True, kw_only=True):

@@ -80,6 +80,7 @@ class AttemptRun:
         self.lease = lease
         self.clock = clock
         self.fenced = False
+        self.ended = False
         self.cancel_by: str | None = None
         self.scope = anyio.CancelScope()
         self.ctx = AttemptContext(view, self.attempt)
@@ -92,11 +93,18 @@ class AttemptRun:
             self.cancel_by = by
         self.scope.cancel()
 
-    async def append(self, events: Sequence[Event], also: Sequence[AppendTo] = ()) -> bool:
-        """Append to the job (and `also`) if it is still this attempt's; False once fenced."""
+    async def append(
+        self, events: Sequence[Event], also: Sequence[AppendTo] = (), *, final: bool = False
+    ) -> bool:
+        """Append to the job (and `also`) if it is still this attempt's; False once fenced.
+
+        A `final` append (the outcome, or the hand-back) ends the attempt: a lease renewal
+        or progress report waiting for the lock meanwhile then appends nothing, so nothing
+        of the attempt ever lands after its last event.
+        """
         async with self._appending:
             for _ in range(CONFLICT_RETRIES):
-                if self.fenced:
+                if self.fenced or self.ended:
                     return False
                 batch = [AppendTo(self.stream, [new(e) for e in events], self.version), *also]
                 try:
@@ -105,6 +113,7 @@ class AttemptRun:
                     await self._reread()
                     continue
                 self.version = recorded[0][-1].version
+                self.ended = final
                 return True
             raise StorageError(f"job {self.job_id} kept changing under attempt {self.attempt}")
 
@@ -113,7 +122,13 @@ class AttemptRun:
         if view is None or view.status != "running" or view.attempt != self.attempt:
             self.fenced = True
             self.scope.cancel()
-            log.warning("job %s attempt %d was taken over; stopping it", self.job_id, self.attempt)
+            now = "gone" if view is None else f"{view.status}, attempt {view.attempt}"
+            log.warning(
+                "job %s attempt %d is no longer this worker's (now %s); stopping it",
+                self.job_id,
+                self.attempt,
+                now,
+            )
             return
         self.version = view.version
         self.view = view

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Collection, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from eventstore.events import JobCancelRequested, JobLeaseRenewed, JobStarted
 from eventstore.records import RecordedEvent
@@ -28,6 +28,9 @@ from projections.jobs import JobTable, JobView, awaiting_retry
 
 ReadyKey = tuple[int, int, str, int]  # (-priority, created position, job id, version)
 TimedKey = tuple[datetime, str, int]  # (when, job id, version or attempt)
+
+LEASE_RECHECK = timedelta(seconds=1)
+"""How soon a run-out lease of a job still in this worker's hands is looked at again."""
 
 
 class WorkQueue:
@@ -65,13 +68,26 @@ class WorkQueue:
                 heapq.heappush(self._delayed, (view.next_attempt_at, view.job_id, view.version))
             self._on_change()
         elif view.status == "running":
-            lease = view.lease_expires_at
-            if lease is not None and isinstance(recorded.event, JobStarted | JobLeaseRenewed):
-                heapq.heappush(self._leases, (lease, view.job_id, view.attempt))
-                self._on_change()
+            # Every event of a running job re-arms its lease check, not only claims and
+            # renewals: a takeover that lost the race to a `cancel_requested` or a last
+            # `progressed` is then tried again on the job as it is now.
+            if view.lease_expires_at is not None:
+                heapq.heappush(self._leases, (view.lease_expires_at, view.job_id, view.attempt))
+                if isinstance(recorded.event, JobStarted | JobLeaseRenewed):
+                    self._on_change()
             if view.cancel_requested and isinstance(recorded.event, JobCancelRequested):
                 self._on_cancel_requested(view)
         return view
+
+    def requeue(self, view: JobView, at: datetime) -> None:
+        """Offer a job taken by `next_ready` again from `at`: its claim did not land."""
+        heapq.heappush(self._delayed, (at, view.job_id, view.version))
+        self._on_change()
+
+    def recheck_lease(self, view: JobView, at: datetime) -> None:
+        """Look at a lease taken by `expired` again at `at`: its takeover did not land."""
+        heapq.heappush(self._leases, (at, view.job_id, view.attempt))
+        self._on_change()
 
     def _push_ready(self, view: JobView) -> None:
         heap = self._ready.setdefault(view.site_id, [])
@@ -120,19 +136,33 @@ class WorkQueue:
         return view
 
     def expired(self, now: datetime, own: Collection[str] = ()) -> Iterator[JobView]:
-        """Running jobs whose lease ran out by `now`, except `own` (this worker's, alive)."""
+        """Running jobs whose lease ran out by `now`, each once, except `own` (in hand).
+
+        An entry is a time to look at a job's lease; it is dropped when the job moved on
+        (ended, claimed again, or its lease renewed: that pushed an entry of its own).
+        """
         leases = self._leases
+        seen: set[str] = set()
+        in_hand: list[JobView] = []
         while leases and leases[0][0] <= now:
-            lease, job_id, attempt = heapq.heappop(leases)
+            _, job_id, attempt = heapq.heappop(leases)
             view = self.jobs.get(job_id)
             if (
-                view is not None
-                and view.status == "running"
-                and view.attempt == attempt
-                and view.lease_expires_at == lease
-                and job_id not in own
+                view is None
+                or view.status != "running"
+                or view.attempt != attempt
+                or view.lease_expires_at is None
+                or view.lease_expires_at > now
+                or job_id in seen
             ):
+                continue
+            seen.add(job_id)
+            if job_id in own:
+                in_hand.append(view)  # looked at again later, in case it stays stuck
+            else:
                 yield view
+        for view in in_hand:
+            heapq.heappush(leases, (now + LEASE_RECHECK, view.job_id, view.attempt))
 
     def next_wakeup(self) -> datetime | None:
         """When the earliest retry falls due or lease runs out (None: nothing timed)."""

@@ -49,6 +49,9 @@ log = logging.getLogger("jobtrail.worker")
 SHUTDOWN_GRACE = 2.0
 """Seconds a stopping worker spends handing its running jobs back."""
 
+STORE_RETRY = timedelta(seconds=1)
+"""How soon a claim or takeover the store refused is tried again."""
+
 IDLE_RESCAN = 1.0
 """Seconds the loop sleeps at most with nothing timed: a backstop, the feed wakes it."""
 
@@ -96,6 +99,7 @@ class Worker:
         self.runner = ProjectionRunner(store, [self.queue])
         self._busy: set[str] = set()
         self._runs: dict[str, AttemptRun] = {}
+        self._taking: set[str] = set()
         self._woken = anyio.Event()
 
     # -- the loops -------------------------------------------------------------------
@@ -136,7 +140,8 @@ class Worker:
 
     def _dispatch(self, tg: TaskGroup, now: datetime) -> int:
         count = 0
-        for lost in list(self.queue.expired(now, own=self._busy)):
+        for lost in list(self.queue.expired(now, own=self._busy | self._taking)):
+            self._taking.add(lost.job_id)
             tg.start_soon(self._take_over, lost)
             count += 1
         while len(self._busy) < self.config.concurrency:
@@ -194,8 +199,11 @@ class Worker:
                     await self._release(run)
             raise
         except StorageError as exc:
-            # Nothing was acknowledged; the lease runs out and another worker takes over.
-            log.error("job %s: the store refused an append: %s", view.job_id, exc)
+            if run is None:  # the claim: nothing was appended, offer the job again soon
+                log.error("job %s: the store refused the claim: %s", view.job_id, exc)
+                self.queue.requeue(view, self.clock() + STORE_RETRY)
+            else:  # nothing was acknowledged; the lease runs out and a worker takes over
+                log.error("job %s: the store refused an append: %s", view.job_id, exc)
         finally:
             self._runs.pop(view.job_id, None)
             self._busy.discard(view.job_id)
@@ -252,7 +260,7 @@ class Worker:
         )
         latest = ctx.take_progress()
         also = ctx.also_on_success if isinstance(outcome, Succeeded) else []
-        if not await run.append([*([latest] if latest else []), *events], also):
+        if not await run.append([*([latest] if latest else []), *events], also, final=True):
             self.metrics.fenced.inc()
             return
         self._log_end(run.view, events[0], seconds)
@@ -297,7 +305,7 @@ class Worker:
             run.view, stopped, self.clock(), self.config.retry_base_delay, self._rng
         )
         try:
-            if await run.append(events):
+            if await run.append(events, final=True):
                 log.info("job %s attempt %d handed back: the worker stops", run.job_id, run.attempt)
         except StorageError as exc:
             log.error("job %s: hand-back not recorded, its lease will run out: %s", run.job_id, exc)
@@ -315,10 +323,16 @@ class Worker:
         try:
             await self.store.append(streams.job(view.job_id), events, view.version)
         except WrongExpectedVersion:
-            return  # its worker renewed the lease, or another worker took it over first
+            # Its worker renewed the lease, another worker took it over first, or a late
+            # event of the attempt moved the version: that event re-arms the lease check.
+            return
         except StorageError as exc:
             log.error("job %s: takeover not recorded: %s", view.job_id, exc)
+            self.queue.recheck_lease(view, self.clock() + STORE_RETRY)
             return
+        finally:
+            self._taking.discard(view.job_id)
+            self._wake()
         self.metrics.takeovers.inc()
         log.warning(
             "job %s type=%s site=%s attempt=%d lease ran out (worker %s): taken over",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -239,12 +238,8 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
-def verify_cli(data: Path, *, late_renewals_in: Collection[str] = ()) -> None:
-    """`jobtrail verify --data DATA` exits 0 and reports no error.
-
-    A `lease_renewed` after the final event of a job in `late_renewals_in` (the known bug
-    that `history_problems` tolerates) is let through: the only error allowed, exit 1.
-    """
+def verify_cli(data: Path) -> None:
+    """`jobtrail verify --data DATA` exits 0 and reports no error."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBTRAIL_")}
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "verify", "--data", str(data), "--json"],
@@ -256,18 +251,8 @@ def verify_cli(data: Path, *, late_renewals_in: Collection[str] = ()) -> None:
     )
     report = json.loads(done.stdout)
     errors = [f for f in report["findings"] if f["severity"] == "error"]
-    known = {streams.job(j) for j in late_renewals_in}
-    unknown = [
-        f
-        for f in errors
-        if not (
-            f["kind"] == "illegal_transition"
-            and f["where"] in known
-            and re.search(r": lease_renewed after (completed|failed|cancelled)$", f["detail"])
-        )
-    ]
-    assert not unknown, f"verify: {unknown[:10]}\n{done.stderr}"
-    assert done.returncode == (1 if errors else 0), f"verify exit {done.returncode}: {report}"
+    assert not errors, f"verify: {errors[:10]}\n{done.stderr}"
+    assert done.returncode == 0, f"verify exit {done.returncode}: {report}"
 
 
 # -- jobs and their histories ------------------------------------------------------------
@@ -340,20 +325,13 @@ def read_runs(path: Path) -> dict[str, list[tuple[int, int]]]:
     return runs
 
 
-def history_problems(
-    events: Sequence[RecordedEvent], *, tolerate_late_renewal: bool = False
-) -> list[str]:
+def history_problems(events: Sequence[RecordedEvent]) -> list[str]:
     """What breaks the rules of a job's history (API.md section 3); empty when it is sound.
 
     Versions dense from 1; `requested` first; claims numbered 1..n within a round; every
     attempt ended once (`completed`, `failed` or `cancelled`) before the next claim; a
     `failed` that will retry followed at once by `retried`; lease renewals and progress
     only from the attempt that holds the job; exactly one final event, and nothing after it.
-
-    `tolerate_late_renewal` lets a `lease_renewed` of the final attempt follow the final
-    event: a known worker bug (see `late_renewals` and the xfail test
-    `test_no_lease_renewal_lands_after_the_attempts_final_event`), so that the process
-    tests still check everything else; drop it once that bug is fixed.
     """
     problems: list[str] = []
     versions = [e.version for e in events]
@@ -368,8 +346,7 @@ def history_problems(
         event = recorded.event
         where = f"v{recorded.version} {event_type(event)}"
         if final is not None:
-            if not (tolerate_late_renewal and is_late_renewal(event, attempt)):
-                problems.append(f"{where} after the final event v{final.version}")
+            problems.append(f"{where} after the final event v{final.version}")
             continue
         match event:
             case JobStarted():
@@ -405,21 +382,6 @@ def history_problems(
     if final is None:
         problems.append("no final event")
     return problems
-
-
-def is_late_renewal(event: Event, final_attempt: int) -> bool:
-    return isinstance(event, JobLeaseRenewed) and event.attempt == final_attempt
-
-
-def late_renewals(events: Sequence[RecordedEvent]) -> int:
-    """How many `lease_renewed` follow the final event (the known bug history tolerates)."""
-    for i, recorded in enumerate(events):
-        event = recorded.event
-        if isinstance(event, JobCompleted | JobCancelled) or (
-            isinstance(event, JobFailed) and not event.will_retry
-        ):
-            return sum(isinstance(e.event, JobLeaseRenewed) for e in events[i + 1 :])
-    return 0
 
 
 def types_of(events: Sequence[RecordedEvent]) -> list[str]:
@@ -503,16 +465,12 @@ async def test_workers_sigkilled_at_random_instants_lose_no_job_and_run_none_twi
 
     assert not troubles, "\n".join(troubles[:20])
     handler_runs = read_runs(runs)
-    lost_attempts = lost_alive = late = 0
-    late_jobs: list[str] = []
+    lost_attempts = lost_alive = 0
     died_mid_attempt: set[int] = set()
     for job_id, events in histories.items():
         where = f"job {job_id} {seed}: {types_of(events)}"
-        problems = history_problems(events, tolerate_late_renewal=True)
+        problems = history_problems(events)
         assert not problems, f"{problems} in {where}"
-        if late_renewals(events):
-            late += late_renewals(events)
-            late_jobs.append(job_id)
         view = feed.view(job_id)
         assert view is not None and view.status == "completed", where
         assert types_of(events).count("completed") == 1, where
@@ -538,14 +496,13 @@ async def test_workers_sigkilled_at_random_instants_lose_no_job_and_run_none_twi
         assert (view.result["pid"], view.result["attempt"]) in ran, where
         assert view.result["attempt"] == starts[-1].attempt, where
 
-    verify_cli(data, late_renewals_in=late_jobs)
+    verify_cli(data)
     assert lost_attempts > 0, f"no kill ever landed mid-attempt {seed}"
     handler_run_count = sum(map(len, handler_runs.values()))
     print(
         f"{len(job_ids)} jobs, {len(killed)} workers killed ({len(died_mid_attempt)} of them "
         f"mid-attempt), {lost_attempts} attempts taken over (WorkerLost; {lost_alive} of them "
         f"from a live worker late renewing its lease), {handler_run_count} handler runs; "
-        f"{late} lease renewals after a final event (known bug); "
         f"loop {loop_seconds:.1f} s, total {total_seconds:.1f} s"
     )
 
@@ -654,9 +611,7 @@ async def test_a_worker_stopped_past_its_lease_records_nothing_after_the_takeove
                 await anyio.sleep(0.02)
             await anyio.sleep(0.5)  # room for a late append, if any were to slip through
             history = await store.read_stream(streams.job(job_id))
-            assert history[: len(taken_over)] == taken_over
-            for e in history[len(taken_over) :]:  # only the known bug's late renewals by
-                assert is_late_renewal(e.event, 2), e  # the second worker, none of the first
+            assert history == taken_over, "something landed after the takeover's result"
             assert first.popen.poll() is None, first.tail()
 
             # the first worker is healthy: with the second one gone, it runs a new job
@@ -672,14 +627,11 @@ async def test_a_worker_stopped_past_its_lease_records_nothing_after_the_takeove
             assert await first.exit_status(15) == 0, first.tail()
             troubles = pool.troubles()
             history = await store.read_stream(streams.job(job_id))
-            late = [
-                j for j in (job_id, after) if late_renewals(await store.read_stream(streams.job(j)))
-            ]
 
     assert not troubles, "\n".join(troubles[:20])
     assert view.status == "completed"
     assert view.result == {"pid": second.pid, "attempt": 2}
-    problems = history_problems(history, tolerate_late_renewal=True)
+    problems = history_problems(history)
     assert not problems, problems
     kinds = [t for t in types_of(history) if t != "lease_renewed"]
     assert kinds == ["requested", "started", "failed", "retried", "started", "completed"]
@@ -693,7 +645,7 @@ async def test_a_worker_stopped_past_its_lease_records_nothing_after_the_takeove
         assert not (isinstance(e.event, JobLeaseRenewed) and e.event.attempt == 1), e
     # both ran the handler; only the second one's result is recorded
     assert read_runs(runs)[job_id] == [(first.pid, 1), (second.pid, 2)]
-    verify_cli(data, late_renewals_in=late)
+    verify_cli(data)
 
 
 # -- 4. SIGTERM hands running jobs back ---------------------------------------------------
@@ -791,13 +743,6 @@ def echo_worker(store: EventStore, clock: Callable[[], datetime]) -> Worker:
     return Worker(store, handlers, clock, config, rng=random.Random(7))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG worker/worker.py Worker._housekeeping starts AttemptRun.renew_lease "
-    "(worker/attempt.py) for every run in Worker._runs; one started while the attempt's "
-    "final append is in flight waits for the append lock and then lands after `completed` "
-    "(AttemptRun has no 'ended' state, only `fenced` stops its appends)",
-)
 async def test_no_lease_renewal_lands_after_the_attempts_final_event() -> None:
     store = InjectingStore()
 
@@ -819,12 +764,6 @@ async def test_no_lease_renewal_lands_after_the_attempts_final_event() -> None:
     assert history == ["requested", "started", "completed"], history
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG worker/worker.py Worker._attempt (`except StorageError`): a claim refused by "
-    "the store is logged and dropped; WorkQueue.next_ready already popped the job and no "
-    "event follows to push it again, so this worker never claims it: pending until restart",
-)
 async def test_a_claim_the_store_refused_is_claimed_again_later() -> None:
     store = InjectingStore()
 
@@ -843,13 +782,6 @@ async def test_a_claim_the_store_refused_is_claimed_again_later() -> None:
     assert view is not None and view.status == "completed", view
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG worker/queue.py WorkQueue.expired pops a lease entry and WorkQueue.apply "
-    "pushes one only for started/lease_renewed: when a takeover (worker/worker.py "
-    "Worker._take_over) conflicts with a cancel_requested (or a last `progressed` of the "
-    "dying attempt), the job is never taken over by this worker: running until restart",
-)
 async def test_a_takeover_that_lost_to_a_cancel_request_is_tried_again() -> None:
     store = InjectingStore()
     job_id = await submit(store, "echo", {"n": 1})
