@@ -15,8 +15,8 @@ import msgspec
 
 from eventstore import NO_STREAM, AppendTo, EventStore, WrongExpectedVersion, new, streams
 from eventstore.events import JobCancelled, JobCancelRequested, JobRequested, JobRetried
-from eventstore.records import new_event_id
-from projections.jobs import JobView, load_job
+from eventstore.records import RecordedEvent, new_event_id
+from projections.jobs import JobView, apply_job, load_job
 from service.auth import Principal
 from service.errors import JobNotFound, NotCancellable, NotRetryable, StorageUnavailable
 
@@ -87,15 +87,28 @@ async def retry_job(
         if not job.can_retry:
             raise NotRetryable("Only a failed job with attempts left can be retried.")
         try:
-            await store.append(
+            recorded = await store.append(
                 streams.job(job_id),
-                [JobRetried(next_attempt_at=clock(), manual=True)],
+                [JobRetried(next_attempt_at=clock(), manual=True, by=who.user_id)],
                 job.version,
             )
         except WrongExpectedVersion:
             continue  # the job moved on meanwhile: decide again on what it is now
-        return await visible_job(store, job_id, who)
+        return folded(job, recorded)
     raise StorageUnavailable("The job kept changing; try again.")
+
+
+def folded(job: JobView, recorded: Sequence[RecordedEvent]) -> JobView:
+    """The job just after the events this command appended: what the command answers.
+
+    Not a re-read: a worker may claim the job the moment it is queued again, and the
+    answer is about what the command did (a retry answers pending).
+    """
+    view: JobView | None = job
+    for event in recorded:
+        view = apply_job(view, event)
+    assert view is not None
+    return view
 
 
 JobLoader = Callable[[EventStore, str, Principal], Awaitable[JobView]]

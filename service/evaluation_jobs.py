@@ -15,7 +15,7 @@ from projections.jobs import JobView, load_job
 from projections.leads import EVALUATION_JOB_TYPE
 from service.app_state import AppState
 from service.auth import Principal
-from service.commands import cancel_job
+from service.commands import cancel_job, folded
 from service.errors import JobNotFound, NotRetryable, StorageUnavailable
 from service.evaluations import JobAlreadyPending
 from service.lead_jobs import ACTIVE, lead_jobs, lead_of, site_evaluations
@@ -51,10 +51,10 @@ async def retry_evaluation(
                 raise JobAlreadyPending(
                     "An evaluation is already in progress for this lead.", job_id=other.job_id
                 )
-            retried = JobRetried(next_attempt_at=state.clock(), manual=True)
+            retried = JobRetried(next_attempt_at=state.clock(), manual=True, by=who.user_id)
             queued = EvaluationQueued(job_id=job_id, manual=True)
             try:
-                await state.store.append_many(
+                recorded = await state.store.append_many(
                     [
                         AppendTo(streams.job(job_id), [new(retried)], job.version),
                         AppendTo(lead_stream, [new(queued)], lead_version),
@@ -62,7 +62,7 @@ async def retry_evaluation(
                 )
             except WrongExpectedVersion:
                 continue
-            return await evaluation_job(state.store, who, job_id)
+            return folded(job, recorded[0])
     raise StorageUnavailable("The job kept changing; try again.")
 
 

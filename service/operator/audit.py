@@ -108,7 +108,7 @@ class Retry(msgspec.Struct, kw_only=True):
     manual: bool
     next_attempt_at: datetime
     after_error: str | None  # the code of the failure it follows
-    by: str | None  # automatic: the worker that recorded the failure; manual: not recorded
+    by: str | None  # automatic: the worker that recorded the failure; manual: the user
 
 
 class Cancellation(msgspec.Struct, kw_only=True):
@@ -234,7 +234,7 @@ def summarize(events: list[RecordedEvent]) -> Summary:
                     last_failure, current = current, None
                 if not will_retry and summary.ended_at is None:
                     summary.ended_at = at
-            case JobRetried(next_attempt_at=next_at, manual=manual):
+            case JobRetried(next_attempt_at=next_at, manual=manual, by=retried_by):
                 if manual:
                     summary.rounds += 1
                     summary.ended_at = None  # a failed job begins a new round
@@ -244,7 +244,7 @@ def summarize(events: list[RecordedEvent]) -> Summary:
                         manual=manual,
                         next_attempt_at=next_at,
                         after_error=last_failure.error_code if last_failure else None,
-                        by=None if manual or last_failure is None else last_failure.worker_id,
+                        by=retried_by if manual else _worker_of(last_failure),
                     )
                 )
             case JobCompleted(result=result):
@@ -397,8 +397,10 @@ def details(recorded: RecordedEvent, round_: int) -> str:
         case JobFailed(error_code=code, error_message=message, attempt=attempt, will_retry=w):
             then = "will retry" if w else "final"
             return f"attempt {attempt}: {code}: {_short(message)} ({then})"
-        case JobRetried(next_attempt_at=next_at, manual=manual):
-            kind = "manual: a new round (who is not recorded)" if manual else "automatic"
+        case JobRetried(next_attempt_at=next_at, manual=manual, by=by):
+            kind = "automatic"
+            if manual:
+                kind = f"manual: a new round, by {by}" if by else "manual: a new round"
             return f"{kind}, next attempt at {timestamp(next_at)}"
         case JobCancelRequested(by=by):
             return f"by {by} (the running handler is asked to stop)"
@@ -475,13 +477,10 @@ def summary_lines(view: JobView, summary: Summary) -> list[str]:
             f"  round {a.round} attempt {a.attempt}  worker {a.worker_id or '?'}  {took}  {outcome}"
         )
     manual = sum(r.manual for r in summary.retries)
-    lines.append(
-        f"retries     {len(summary.retries) - manual} automatic, {manual} manual"
-        + (" (who retried by hand is not recorded)" if manual else "")
-    )
+    lines.append(f"retries     {len(summary.retries) - manual} automatic, {manual} manual")
     for r in summary.retries:
         kind = "manual" if r.manual else f"automatic after {r.after_error or '?'}"
-        by = f" (worker {r.by})" if r.by else ""
+        by = (f" (by {r.by})" if r.manual else f" (worker {r.by})") if r.by else ""
         lines.append(
             f"  {timestamp(r.at)}  {kind}{by}, next attempt at {timestamp(r.next_attempt_at)}"
         )
@@ -498,3 +497,8 @@ def summary_lines(view: JobView, summary: Summary) -> list[str]:
     if view.error_code is not None:
         lines.append(f"last error  {view.error_code}: {_short(view.error or '')}")
     return lines
+
+
+def _worker_of(failure: Attempt | None) -> str | None:
+    """The worker that recorded the failure an automatic retry follows."""
+    return failure.worker_id if failure is not None else None

@@ -308,7 +308,8 @@ def test_audit_prints_the_timeline_and_summary_of_a_retried_job(
     assert rows[0][3] == "requested" and rows[-1][3] == "completed"
     assert "ProcessingError" in out and "flaky failure" in out
     assert "Broken: the input is broken (final)" in out
-    assert "manual: a new round (who is not recorded)" in out
+    assert "manual: a new round, by boss" in out
+    assert "manual (by boss)" in out
     assert "attempt 1 (round 2)" in out
     assert "attempts    3 in 2 rounds" in out
     assert "retries     1 automatic, 1 manual" in out
@@ -342,7 +343,7 @@ def test_audit_json_has_the_api_events_and_the_summary(
         (False, "ProcessingError"),
         (True, "Broken"),
     ]
-    assert retries[0]["by"] == attempts[0]["worker_id"] and retries[1]["by"] is None
+    assert retries[0]["by"] == attempts[0]["worker_id"] and retries[1]["by"] == "boss"
     assert summary["total_ms"] >= sum(a["duration_ms"] for a in attempts)
     assert summary["ended_at"] == job["completed_at"]
     assert summary["result_bytes"] == len(b'{"runs":3}')
