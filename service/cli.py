@@ -213,6 +213,23 @@ def _prepare(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _stop_signals_exit_0() -> None:
+    """A SIGTERM or SIGINT that stopped the server ends the process with status 0.
+
+    uvicorn shuts down gracefully on either, then raises the signal again with the
+    handlers it found installed: with Python's defaults the process would then die by
+    SIGTERM (143) or a KeyboardInterrupt, though it stopped cleanly (API.md section 5).
+    Before uvicorn takes the signals over (and after it hands them back) one ends the
+    process at once, also with status 0.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -220,6 +237,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("jobtrail: --workers must be at least 1 and --port 1-65535", file=sys.stderr)
         return 2
     _prepare(args)
+    _stop_signals_exit_0()
     uvicorn.run(
         "service.serve:serve_app",
         factory=True,
@@ -240,6 +258,7 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     _prepare(args)
     _log_jobs()
+    _stop_signals_exit_0()
     uvicorn.run(
         ServedApp(worker_concurrency=args.concurrency),
         host=args.host,
@@ -268,6 +287,7 @@ def _worker(args: argparse.Namespace) -> int:
     settings = with_handlers(from_env())
     Layout(settings.data).require()
     _log_jobs()
+    _stop_signals_exit_0()  # until the worker's own receiver takes them over
     return anyio.run(_run_worker, settings, args, backend_options={"use_uvloop": True})
 
 
@@ -287,8 +307,8 @@ async def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)
                 async for _ in signals:
-                    # Running handlers are cancelled; their leases run out and another
-                    # worker takes the jobs over (WorkerLost, retried).
+                    # Running handlers are cancelled and their jobs handed back
+                    # (WorkerLost, due again at once) for another worker to run.
                     tg.cancel_scope.cancel()
                     break
     return 0

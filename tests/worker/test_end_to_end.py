@@ -482,8 +482,7 @@ async def test_a_lead_without_documents_fails_and_a_manual_retry_completes(live:
     )
     assert retry.status_code == 202, retry.text
     assert retry.json()["data"]["job_id"] == job_id
-    # "pending" by API.md; a quick worker may already show through (the xfail below)
-    assert retry.json()["data"]["status"] in ("pending", "processing", "completed")
+    assert retry.json()["data"]["status"] == "pending"  # API.md: the answer of the retry
 
     done = await final_evaluation(live, job_id)
     assert done["status"] == "completed", done
@@ -501,17 +500,9 @@ async def test_a_lead_without_documents_fails_and_a_manual_retry_completes(live:
     ]
     (retried,) = [e["data"] for e in recorded if e["type"] == "retried"]
     assert retried["manual"] is True
+    assert retried["by"] == "user2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG service/evaluation_jobs.py retry_evaluation (and service/commands.py retry_job "
-        "for /api/jobs/{id}/retry): after appending `retried` it re-reads the job, so a "
-        "worker that claims the job first makes the 202 answer `processing` (or even "
-        "`completed`), not the pending form API.md promises"
-    ),
-)
 async def test_a_retry_answers_in_the_pending_form_when_the_worker_is_quicker(
     tmp_path: Path,
 ) -> None:
@@ -851,14 +842,6 @@ async def test_jobtrail_up_runs_jobs_and_hands_back_a_running_one_on_sigterm(
     assert getattr(recorded[-2].event, "error_code", None) == "WorkerLost"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG service/cli.py _up/_serve: uvicorn.run re-raises the SIGTERM it caught after "
-        "a clean shutdown (uvicorn/server.py capture_signals), so the process dies by the "
-        "signal (status -15, 143 in a shell) instead of exiting 0"
-    ),
-)
 @pytest.mark.parametrize("command", ["up", "serve"])
 async def test_jobtrail_exits_0_on_sigterm(tmp_path: Path, command: str) -> None:
     async with jobtrail_server(tmp_path, command) as server:
