@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import anyio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -40,9 +40,10 @@ from service import events_api, jobs_api, openapi, ops_api
 from service.app_state import AppState
 from service.auth import TokenCache, load_or_create_secret
 from service.errors import MethodNotAllowed, NotFound
-from service.http import json_response, timestamp
+from service.http import EncodedViews, json_response, timestamp
 from service.metrics import MeteredStore, Metrics
 from service.settings import Settings
+from service.views import job_json
 
 API_PARTS = (jobs_api, ops_api, events_api)
 """Route modules: each has `routes`, and may have `lifespan(app, state)` for its resources."""
@@ -97,12 +98,12 @@ def create_app(
             with anyio.CancelScope(shield=True):
                 await runner.save_checkpoint()
 
-    routes = [
+    routes = [  # the router tries each in turn: the API's (polls, creations) first
+        *(route for part in API_PARTS for route in part.routes),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", partial(scrape, metrics), methods=["GET"]),
         Route("/openapi.json", partial(openapi_json, openapi.document()), methods=["GET"]),
-        *(route for part in API_PARTS for route in part.routes),
     ]
     app = Starlette(
         routes=routes,
@@ -114,6 +115,7 @@ def create_app(
         },
     )
     app.router.redirect_slashes = False  # `/api/jobs/` is an unknown route (404), not a 307
+    app.state.job_bodies = EncodedViews(job_json)
     app.add_middleware(EncodedSlashes)
     app.add_middleware(RequestLog, metrics=metrics)
     return app
@@ -215,6 +217,19 @@ class RequestLog:
         self.metrics = metrics
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:12] + "-"
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def _series(self, method: str, template: str, status: int) -> tuple[Counter, Histogram]:
+        """The labelled counter and histogram of a route and status, looked up once:
+        `labels()` takes a lock and builds keys on every call."""
+        key = (method, template, status)
+        series = self._children.get(key)
+        if series is None:
+            series = self._children[key] = (
+                self.metrics.requests.labels(method, template, str(status)),
+                self.metrics.latency.labels(method, template),
+            )
+        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -239,8 +254,9 @@ class RequestLog:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], template).observe(elapsed)
+            counter, timer = self._series(scope["method"], template, status)
+            counter.inc()
+            timer.observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     json.dumps(

@@ -35,8 +35,11 @@ from service.http import (
 )
 
 HEARTBEAT_SECONDS = 10.0
-"""Idle time before a `: ping` comment; below the 15 s API.md promises, and read per
-stream, so tests may lower it."""
+"""Longest silence before a `: ping` comment; below the 15 s API.md promises, and read
+per stream, so tests may lower it."""
+
+FRAMES_CACHED: Final = 1024
+"""Live events whose JSON is kept, so a thousand subscribers share one encoding."""
 
 RETRY_MS: Final = 3000
 REPLAY_PAGE: Final = 1000
@@ -68,10 +71,28 @@ def _plain(value: object) -> object:
     return timestamp(value) if isinstance(value, datetime) else value
 
 
-def frame(recorded: RecordedEvent, event_id: int) -> bytes:
+def frame(recorded: RecordedEvent, event_id: int, data: bytes | None = None) -> bytes:
     """One SSE event; JSON never holds a raw newline, so `data` is one line."""
-    data = _ENCODER.encode(event_json(recorded))
+    if data is None:
+        data = _ENCODER.encode(event_json(recorded))
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, recorded.type.encode(), data)
+
+
+class FrameCache:
+    """The JSON of recent live events by position, encoded once for all their streams
+    (every subscriber gets the same event; only the `id:` line differs by route)."""
+
+    def __init__(self, size: int = FRAMES_CACHED) -> None:
+        self._size = size
+        self._data: dict[int, bytes] = {}
+
+    def frame(self, recorded: RecordedEvent, event_id: int) -> bytes:
+        data = self._data.get(recorded.position)
+        if data is None:
+            if len(self._data) >= self._size:
+                del self._data[next(iter(self._data))]  # the oldest: dicts keep their order
+            data = self._data[recorded.position] = _ENCODER.encode(event_json(recorded))
+        return frame(recorded, event_id, data)
 
 
 # -- requests -----------------------------------------------------------------------
@@ -109,23 +130,48 @@ def _hub(request: Request) -> FanoutHub:
 
 
 class EventStream(StreamingResponse):
-    """An SSE response that closes its generator and its subscription however it ends."""
+    """An SSE response that closes its generator and its subscription however it ends.
 
-    def __init__(self, body: AsyncGenerator[bytes, None], subscription: Subscription) -> None:
+    One task writes; one more waits for the client to go away and ticks the subscription
+    every half heartbeat, so no timer is set per event.
+    """
+
+    def __init__(
+        self, body: AsyncGenerator[bytes, None], subscription: Subscription, heartbeat: float
+    ) -> None:
         super().__init__(body, media_type="text/event-stream", headers=_STREAM_HEADERS)
         self._body = body
         self._subscription = subscription
+        self._tick = heartbeat / 2
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gauge = scope["app"].state.jobtrail.metrics.sse_streams
         gauge.inc()
         try:
-            await super().__call__(scope, receive, send)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._listen, receive, tg.cancel_scope)
+                async for chunk in self._body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tg.cancel_scope.cancel()
+        except* OSError:
+            pass  # the client went away mid-write (ASGI 2.4 servers say so this way)
         finally:
             gauge.dec()
             with anyio.CancelScope(shield=True):
                 await self._body.aclose()  # a generator left at a `yield` by a disconnect
             self._subscription.close()
+
+    async def _listen(self, receive: Receive, writing: anyio.CancelScope) -> None:
+        """Stop the writer when the client disconnects; tick the heartbeat meanwhile."""
+        while True:
+            with anyio.move_on_after(self._tick):
+                if (await receive())["type"] == "http.disconnect":
+                    writing.cancel()
+                    return
+                continue
+            self._subscription.tick()
 
 
 # -- GET /api/jobs/{job_id}/events ------------------------------------------------------
@@ -152,11 +198,12 @@ async def job_events(request: Request) -> Response:
             return Response(status_code=204, headers={"Cache-Control": "no-store"})
         # an id past the stream's end was never sent by us: follow from the end
         after = 0 if seen is None else min(seen, view.version)
-        body = _job_frames(sub, view, [e for e in history if e.version > after], after)
+        replay = [e for e in history if e.version > after]
+        body = _job_frames(sub, _frames(request), view, replay, after)
     except BaseException:
         sub.close()
         raise
-    return EventStream(body, sub)
+    return EventStream(body, sub, HEARTBEAT_SECONDS)
 
 
 def _fold(view: JobView | None, events: list[RecordedEvent]) -> JobView | None:
@@ -166,29 +213,43 @@ def _fold(view: JobView | None, events: list[RecordedEvent]) -> JobView | None:
 
 
 async def _job_frames(
-    sub: Subscription, view: JobView, replay: list[RecordedEvent], after: int
+    sub: Subscription,
+    frames: FrameCache,
+    view: JobView,
+    replay: list[RecordedEvent],
+    after: int,
 ) -> AsyncGenerator[bytes, None]:
     """Replay, then live events until one leaves the job final; `id:` is the version.
 
     `view` is the job after the whole replay, so a job retried by hand after it failed
-    replays on past that failure.
+    replays on past that failure. Events that arrived together go out in one chunk.
     """
-    heartbeat = HEARTBEAT_SECONDS
     yield b"retry: %d\n\n" % RETRY_MS
     for recorded in replay:
         yield frame(recorded, recorded.version)
         after = recorded.version
+    sent = True  # since the previous heartbeat tick
     while not view.is_final:
         try:
-            live = await sub.receive(heartbeat)
+            batch = await sub.batch()
         except anyio.EndOfStream:
             return  # dropped for falling behind, or shutdown: the client resumes after `after`
-        if live is None:
-            yield _PING
-        elif live.version > after:  # else the replay sent it already
-            view = apply_job(view, live) or view
-            yield frame(live, live.version)
-            after = live.version
+        if not batch:  # a tick: ping if the tick before it saw nothing go out either
+            if not sent:
+                yield _PING
+            sent = not sent
+            continue
+        chunk = []
+        for live in batch:
+            if live.version > after:  # else the replay sent it already
+                view = apply_job(view, live) or view
+                chunk.append(frames.frame(live, live.version))
+                after = live.version
+                if view.is_final:
+                    break
+        if chunk:
+            yield b"".join(chunk)
+            sent = True
 
 
 # -- GET /api/events ---------------------------------------------------------------------
@@ -204,11 +265,11 @@ async def site_events(request: Request) -> Response:
     try:
         head = await state.store.head()  # after subscribing: the live part starts at or before
         after = head if seen is None else min(seen, head)
-        body = _site_frames(sub, _visible_to(who, hub), state, after)
+        body = _site_frames(sub, _frames(request), _visible_to(who, hub), state, after)
     except BaseException:
         sub.close()
         raise
-    return EventStream(body, sub)
+    return EventStream(body, sub, HEARTBEAT_SECONDS)
 
 
 def _visible_to(who: Principal, hub: FanoutHub) -> Callable[[RecordedEvent], Awaitable[bool]]:
@@ -225,13 +286,13 @@ def _visible_to(who: Principal, hub: FanoutHub) -> Callable[[RecordedEvent], Awa
 
 async def _site_frames(
     sub: Subscription,
+    frames: FrameCache,
     visible: Callable[[RecordedEvent], Awaitable[bool]],
     state: AppState,
     after: int,
 ) -> AsyncGenerator[bytes, None]:
     """Replay the feed after `after` up to where the subscription took over, then live;
     `id:` is the position. The hub has filtered live events already."""
-    heartbeat = HEARTBEAT_SECONDS
     yield b"retry: %d\n\n" % RETRY_MS
     while after < sub.start:
         page = await state.store.read_all(after + 1, REPLAY_PAGE)
@@ -241,16 +302,27 @@ async def _site_frames(
             if await visible(recorded):
                 yield frame(recorded, recorded.position)
             after = recorded.position
+    sent = True  # since the previous heartbeat tick
     while True:
         try:
-            live = await sub.receive(heartbeat)
+            batch = await sub.batch()
         except anyio.EndOfStream:
             return
-        if live is None:
-            yield _PING
-        elif live.position > after:
-            yield frame(live, live.position)
-            after = live.position
+        if not batch:  # a tick: ping if the tick before it saw nothing go out either
+            if not sent:
+                yield _PING
+            sent = not sent
+            continue
+        chunk = [frames.frame(live, live.position) for live in batch if live.position > after]
+        after = max(after, batch[-1].position)
+        if chunk:
+            yield b"".join(chunk)
+            sent = True
+
+
+def _frames(request: Request) -> FrameCache:
+    cache: FrameCache = request.app.state.event_frames
+    return cache
 
 
 # -- wiring ------------------------------------------------------------------------------
@@ -260,6 +332,7 @@ async def _site_frames(
 async def lifespan(app: Starlette, state: AppState) -> AsyncIterator[None]:
     """One feed follower for the whole process, from the store's head at startup."""
     hub = FanoutHub(state.store)
+    app.state.event_frames = FrameCache()
     async with anyio.create_task_group() as tg:
         await tg.start(hub.run)
         app.state.events_hub = hub

@@ -21,9 +21,11 @@ from service.auth import Principal
 from service.errors import ApiError, StorageUnavailable, ValidationFailed
 from service.evaluation_jobs import retry_evaluation
 from service.http import (
+    EncodedViews,
     check_identity_headers,
     check_integers,
     convert,
+    encoded_response,
     identity_headers_wellformed,
     job_id_param,
     json_response,
@@ -129,7 +131,8 @@ async def get(request: Request) -> Response:
     if wait is not None:
         job = await wait_for_change(state, job, who, wait)
         headers = {**_poll_headers(job.status, state), "Preference-Applied": f"wait={wait}"}
-    return json_response(job_json(job), 200, headers)
+    bodies: EncodedViews[JobView] = request.app.state.job_bodies  # unchanged job: as encoded
+    return encoded_response(bodies.body(job.job_id, job), 200, headers)
 
 
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*([0-9]+)(?:$|[;,\s])")
