@@ -110,6 +110,28 @@ JOB_EVENTS = (
     JobLeaseRenewed,
 )
 
+# -- a site's pruned jobs: pruned:<site> ----------------------------------------------
+
+
+class JobPruned(Event, tag="job_pruned", frozen=True, kw_only=True):
+    """Retention removed a finished job's stream; its positions in the feed became holes.
+
+    The tombstone keeps what the API needs to answer 410 to those who could see the job
+    (site, creator, type) and what the projections need to forget it the way a rebuild
+    without its events would (`created_position`, `lead_id`).
+    """
+
+    job_id: str
+    site_id: str
+    user_id: str
+    job_type: str
+    status: str
+    finished_at: datetime
+    last_version: int
+    created_position: int
+    lead_id: str | None = None
+
+
 # -- a site's monthly usage: usage:<site>:<YYYY-MM> -------------------------------------
 
 
@@ -208,6 +230,7 @@ AnyEvent = (
     | LeadEvaluated
     | EvaluationQueued
     | IdempotencyKeyUsed
+    | JobPruned
 )
 
 

@@ -14,23 +14,23 @@ A failed fdatasync stops the process (the kernel may have dropped the pages).
 
 from __future__ import annotations
 
-import bisect
 import errno
 import fcntl
+import logging
 import mmap
 import os
 import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
-from eventstore import framing, planning
+from eventstore import framing, planning, retention
 from eventstore.clock import utcnow
 from eventstore.errors import (
     CorruptionError,
@@ -38,6 +38,7 @@ from eventstore.errors import (
     StorageError,
     StoreClosed,
 )
+from eventstore.feedread import FeedReader
 from eventstore.layout import (
     Checkpoint,
     Layout,
@@ -53,11 +54,13 @@ from eventstore.logfile import Tail, read_frames
 from eventstore.records import AppendTo, RecordedEvent, encode_each, pack, unpack
 
 FEED_START = framing.FILE_HEADER.size
-INDEX_EVERY = 256  # positions between entries of the in-memory feed index
+SEGMENT_BYTES = 64 << 20  # a feed segment this large is sealed and the next one started
 MAX_BATCH = 256
 VERSION_CACHE = 50_000
 OPEN_STREAMS = 64  # append descriptors kept open for streams written again soon
 MARK_SIZE = 64
+
+log = logging.getLogger("jobtrail.store")
 
 
 def die(reason: BaseException) -> NoReturn:
@@ -74,6 +77,7 @@ class Request:
     result: list[list[RecordedEvent]] | None = None
     error: BaseException | None = None
     done: bool = False
+    removes: tuple[str, ...] = ()  # a prune: streams whose logs go once its record is written
 
 
 @dataclass(slots=True)
@@ -103,16 +107,21 @@ class FileLog:
         clock: Callable[[], datetime] = utcnow,
         fsync: Callable[[int], None] = os.fdatasync,
         on_fatal: Callable[[BaseException], NoReturn] = die,
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         self.layout = Layout(Path(root))
         if create and not readonly:
             self.layout.create()
             self._ensure_feed()
         self.layout.require()
+        if not readonly:
+            self.layout.upgrade()  # format 1 -> 2: every other process must be stopped
         self.readonly = readonly
         self._clock = clock
         self._fsync = fsync
         self._on_fatal = on_fatal
+        self._segment_bytes = segment_bytes
+        self._segment = 1  # the first position of the segment `_feed_fd` appends to
         self._closed = False
         self._cond = threading.Condition()
         self._queue: list[Request] = []
@@ -124,11 +133,7 @@ class FileLog:
         self._versions: dict[str, _StreamState] = {}
         self._mark = Mark(FEED_START, 1)
         self._mark_raw = b""  # the mark's bytes as this process last wrote or read them
-        self._index_lock = threading.Lock()
-        self._index_pos: list[int] = [1]
-        self._index_off: list[int] = [FEED_START]
-        self._hint = (1, FEED_START)  # the end of the furthest record read: (next seq, offset)
-        self._read_fd = os.open(self.layout.feed, os.O_RDONLY)
+        self._reader = FeedReader(self.layout, self._current_mark)
         self._feed_fd = -1
         self._mark_fd = -1
         self._mark_map: mmap.mmap | None = None
@@ -142,7 +147,6 @@ class FileLog:
                 raise
 
     def _open_writer(self) -> None:
-        self._feed_fd = os.open(self.layout.feed, os.O_RDWR | os.O_APPEND)
         self._mark_fd = os.open(self.layout.mark, os.O_RDWR | os.O_CREAT, 0o644)
         if os.fstat(self._mark_fd).st_size < MARK_SIZE:
             os.ftruncate(self._mark_fd, MARK_SIZE)
@@ -170,32 +174,50 @@ class FileLog:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        fcntl.flock(self._feed_fd, fcntl.LOCK_EX)
+        """The feed lock: on the mark file, the one feed file that is never replaced."""
+        fcntl.flock(self._mark_fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(self._feed_fd, fcntl.LOCK_UN)
+            fcntl.flock(self._mark_fd, fcntl.LOCK_UN)
+
+    def _use_segment(self, first: int) -> None:
+        """Append to the segment starting at `first` from now on (under the lock)."""
+        path = self.layout.segment(first)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        if not framing.check_file_header(os.pread(fd, FEED_START, 0), framing.KIND_FEED):
+            os.close(fd)
+            raise CorruptionError(f"{path} has no valid header")
+        if self._feed_fd >= 0:
+            os.close(self._feed_fd)
+        self._feed_fd, self._segment = fd, first
 
     def _open_recovery(self) -> None:
         """Under the lock: after a machine restart re-apply the feed from the checkpoint."""
-        if not framing.check_file_header(os.pread(self._feed_fd, FEED_START, 0), 0):
-            raise CorruptionError(f"{self.layout.feed} has no valid header")
         cp = read_checkpoint(self.layout.checkpoint)
         current_boot = boot_id()
         if cp is not None and cp.boot_id == current_boot:
             self._refresh()
             return
         # Unsynced page-cache writes of the stream logs may be gone: the feed is the truth.
-        size = os.fstat(self._feed_fd).st_size
-        start = Mark(cp.end, cp.next_position) if cp and cp.end <= size else Mark(FEED_START, 1)
-        self._mark = Mark(start.end, start.next_position, time.time_ns())
-        self._recover_from(self._mark, reconcile_streams=True)
+        # The checkpoint is a position: its `end` is an offset a prune's rewrite of that
+        # (sealed) segment may since have moved, so the walk starts at the beginning of
+        # the checkpoint's segment and re-applies only the positions from its on.
+        old = self._read_mark()
+        compactions = old.compactions + 1 if old is not None else 0  # readers drop offsets
+        start = Mark(FEED_START, 1, time.time_ns(), 1, compactions)
+        synced_before = 1
+        if cp is not None and self.layout.segment(cp.segment).exists():
+            start = Mark(FEED_START, cp.segment, time.time_ns(), cp.segment, compactions)
+            synced_before = cp.next_position
+        self._mark = start
+        self._recover_from(start, reconcile_streams=True, synced_before=synced_before)
         since = self.layout.checkpoint.stat().st_mtime_ns if cp is not None else 0
         self._cut_streams_ahead(self._mark.next_position, since - 10**10)
         os.sync()
         write_checkpoint(
             self.layout.checkpoint,
-            Checkpoint(current_boot, self._mark.end, self._mark.next_position),
+            Checkpoint(current_boot, self._mark.end, self._mark.next_position, self._segment),
         )
 
     def _cut_streams_ahead(self, next_position: int, since_ns: int) -> None:
@@ -230,16 +252,21 @@ class FileLog:
         """
         assert self._mark_map is not None
         raw = self._mark_map[:MARK_SIZE]
-        size = os.fstat(self._feed_fd).st_size
-        if raw == self._mark_raw and size == self._mark.end:
-            return  # nobody else wrote since this process last held the lock
+        if raw == self._mark_raw and self._feed_fd >= 0:
+            if os.fstat(self._feed_fd).st_size == self._mark.end:
+                return  # nobody else wrote since this process last held the lock
         mark = decode_mark(raw)
-        if mark is None or mark != self._mark or size != mark.end:
-            self._fresh.clear()  # someone else wrote: every cached version needs a stat
         if mark is None:  # lost or damaged: start over from the feed itself
+            self._fresh.clear()
             self._mark = Mark(FEED_START, 1, time.time_ns())
             self._recover_from(self._mark, reconcile_streams=True)
-        elif size < mark.end:
+            return
+        if mark.segment != self._segment or self._feed_fd < 0:
+            self._use_segment(mark.segment)  # another process started a segment
+        size = os.fstat(self._feed_fd).st_size
+        if mark != self._mark or size != mark.end:
+            self._fresh.clear()  # someone else wrote: every cached version needs a stat
+        if size < mark.end:
             raise CorruptionError(
                 f"{self.layout.feed} is shorter than its mark ({size} < {mark.end})"
             )
@@ -249,37 +276,98 @@ class FileLog:
             if size > mark.end:
                 self._recover_from(mark, reconcile_streams=False)
 
-    def _recover_from(self, start: Mark, *, reconcile_streams: bool) -> None:
-        """Apply the complete feed records after `start` to the streams; set aside the rest."""
+    def _recover_from(
+        self, start: Mark, *, reconcile_streams: bool, synced_before: int = 1
+    ) -> None:
+        """Apply the complete feed records after `start` to the streams; set aside the rest.
+
+        Events before position `synced_before` are known to be in their stream logs.
+        """
         self._recovering = True
         try:
-            self._recover(start, reconcile_streams=reconcile_streams)
+            self._recover(start, reconcile_streams=reconcile_streams, synced_before=synced_before)
         finally:
             self._recovering = False
 
-    def _recover(self, start: Mark, *, reconcile_streams: bool) -> None:
-        tail = Tail(start.end, start.next_position, 0)
-        batch: list[RecordedEvent] = []
-        for f in read_frames(self._feed_fd, start.end, start.next_position, tail, look_past=True):
-            batch.extend(unpack(f.payload))
-            if len(batch) >= 10_000:
-                self._apply_to_streams(batch, check_all=reconcile_streams)
-                batch.clear()
-        self._apply_to_streams(batch, check_all=reconcile_streams)
+    def _recover(self, start: Mark, *, reconcile_streams: bool, synced_before: int = 1) -> None:
+        # Streams a tombstone in this range removes are not written back (a prune's record
+        # may be whole while its holder died before it removed their logs): first find them.
+        removed: set[str] = set()
+
+        def find_removed(events: list[RecordedEvent]) -> None:
+            removed.update(s for e in events if (s := retention.removed_stream(e.event)))
+
+        def apply(events: list[RecordedEvent]) -> None:
+            if events and events[0].position < synced_before:
+                events = [e for e in events if e.position >= synced_before]
+            self._apply_to_streams(events, check_all=reconcile_streams, removed=removed)
+
+        self._walk_feed(start, find_removed)
+        tail = self._walk_feed(start, apply)
+        self._unlink_streams(removed)
+        path = self.layout.segment(self._segment)
         if tail.damaged:
+            raise CorruptionError(f"{path}: damage at offset {tail.end} followed by valid records")
+        if tail.trailing and self._has_successor(self._segment):
+            # Only the newest segment is ever appended to: a sealed one that does not run
+            # whole to the next is damage, never a torn tail to cut off.
             raise CorruptionError(
-                f"{self.layout.feed}: damage at offset {tail.end} followed by valid records"
+                f"{path}: damaged record at offset {tail.end} in a sealed segment"
             )
         if tail.trailing:
-            self._set_aside(self._feed_fd, self.layout.feed, tail.end, tail.size)
+            self._set_aside(self._feed_fd, path, tail.end, tail.size)
         self._sync(self._feed_fd)
         self._write_mark(tail.end, tail.next_seq)
 
-    def _apply_to_streams(self, events: list[RecordedEvent], *, check_all: bool) -> None:
+    def _walk_feed(self, start: Mark, on_events: Callable[[list[RecordedEvent]], None]) -> Tail:
+        """Hand the feed's records from `start` to `on_events`, following the segments.
+
+        Ends appending to the last segment of the chain, and returns where it ended.
+        """
+        self._use_segment(start.segment)
+        off, seq = start.end, start.next_position
+        while True:
+            tail = Tail(off, seq, 0)
+            batch: list[RecordedEvent] = []
+            for f in read_frames(self._feed_fd, off, seq, tail, look_past=True):
+                batch.extend(unpack(f.payload))
+                if len(batch) >= 10_000:
+                    on_events(batch)
+                    batch = []
+            on_events(batch)
+            nxt = tail.next_seq
+            if tail.trailing or nxt == self._segment or not self._segment_ready(nxt):
+                return tail
+            self._use_segment(nxt)
+            off, seq = FEED_START, nxt
+
+    def _has_successor(self, first: int) -> bool:
+        """Whether a later segment holds anything past its header (the chain went on)."""
+        for later in self.layout.segments():
+            if later > first:
+                try:
+                    if self.layout.segment(later).stat().st_size > FEED_START:
+                        return True
+                except FileNotFoundError:
+                    pass
+        return False
+
+    def _segment_ready(self, first: int) -> bool:
+        path = self.layout.segment(first)
+        try:
+            with open(path, "rb") as f:
+                return framing.check_file_header(f.read(FEED_START), framing.KIND_FEED)
+        except FileNotFoundError:
+            return False
+
+    def _apply_to_streams(
+        self, events: list[RecordedEvent], *, check_all: bool, removed: set[str] | None = None
+    ) -> None:
         """Append to each stream log the events of `events` it lacks (idempotent)."""
         by_stream: dict[str, list[RecordedEvent]] = {}
         for e in events:
-            by_stream.setdefault(e.stream, []).append(e)
+            if removed is None or e.stream not in removed:
+                by_stream.setdefault(e.stream, []).append(e)
         for stream, evs in by_stream.items():
             if check_all:
                 self._versions.pop(stream, None)
@@ -322,8 +410,10 @@ class FileLog:
         assert self._mark_map is not None
         return decode_mark(self._mark_map[:MARK_SIZE])
 
-    def _write_mark(self, end: int, next_position: int) -> None:
-        mark = Mark(end, next_position, self._mark.generation + 1)
+    def _write_mark(self, end: int, next_position: int, compactions: int | None = None) -> None:
+        if compactions is None:
+            compactions = self._mark.compactions
+        mark = Mark(end, next_position, self._mark.generation + 1, self._segment, compactions)
         data = encode_mark(mark)
         assert self._mark_map is not None
         self._mark_map[: len(data)] = data
@@ -416,6 +506,42 @@ class FileLog:
             size = state.size + len(record)
         self._versions[stream] = _StreamState(last_version, size)
 
+    def _unlink_streams(self, removed: Iterable[str]) -> None:
+        """Under the lock: delete removed streams' logs (their directories are synced later)."""
+        for stream in removed:
+            self._close_stream_fd(stream)
+            self._versions.pop(stream, None)
+            self._fresh.discard(stream)
+            try:
+                os.unlink(self._path(stream))
+            except FileNotFoundError:
+                pass
+
+    def _roll(self) -> None:
+        """Under the lock: seal the active segment and start the next at the next position.
+
+        The sealed segment is synced first: another process's fsync of the new segment
+        must not make later records durable while earlier ones could still be lost.
+        Segments a holder left after the mark's (it died starting one) are removed.
+        """
+        first = self._mark.next_position
+        if first == self._segment:
+            return  # the active segment holds no record yet
+        self._sync(self._feed_fd)
+        for orphan in self.layout.segments():
+            if orphan > self._segment and orphan != first:
+                self.layout.segment(orphan).unlink(missing_ok=True)
+        path = self.layout.segment(first)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:
+            _write_all(fd, framing.file_header(framing.KIND_FEED))
+            self._sync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.layout.feed_dir)
+        self._use_segment(first)
+        self._write_mark(FEED_START, first)
+
     def _stream_fd(self, stream: str) -> int:
         """An append descriptor of an existing stream log, kept open for the next append."""
         fd = self._stream_fds.get(stream)
@@ -479,16 +605,18 @@ class FileLog:
                 raise StoreClosed("store is closed")
             with self._commit_lock:
                 landed: list[_Planned] = []
-                fcntl.flock(self._feed_fd, fcntl.LOCK_EX)
+                fcntl.flock(self._mark_fd, fcntl.LOCK_EX)
                 try:
                     if more is not None:
                         requests.extend(more())
                     self._refresh()
+                    if self._mark.end >= self._segment_bytes:
+                        self._roll()
                     planned = self._plan(requests)
                     if planned:
                         landed = self._write(planned)
                 finally:
-                    fcntl.flock(self._feed_fd, fcntl.LOCK_UN)
+                    fcntl.flock(self._mark_fd, fcntl.LOCK_UN)
                 if landed:
                     # The commit point, outside the lock: another process can write its
                     # batch meanwhile, and the kernel joins concurrent fsyncs in one
@@ -525,6 +653,8 @@ class FileLog:
 
         for r in requests:
             try:
+                if not r.removes:
+                    retention.refuse_tombstones(r.batch)
                 recorded, fresh = planning.plan(
                     r.batch, version_of=version_of, lookup=lookup, next_position=position, now=now
                 )
@@ -556,9 +686,15 @@ class FileLog:
         # as it is written, in the feed and in a stream log alike, and after a process
         # crash the page cache keeps both. Only a machine restart can lose the feed's
         # tail while a stream log kept it: `_open_recovery` cuts such logs back.
+        if any(p.request.removes for p in landed):
+            # A prune: its tombstones are made durable before any log goes, so a machine
+            # restart never finds a log removed whose tombstone was lost.
+            self._sync(self._feed_fd)
         for p in landed:
             for stream, last_version, record in p.stream_frames:
                 self._write_stream(stream, last_version, record)
+            if p.request.removes:  # a prune: its tombstones are written, its streams go
+                self._unlink_streams(p.request.removes)
         end = start + sum(len(p.feed_frame) for p in landed)
         self._write_mark(end, landed[-1].events[-1].position + 1)
         return landed
@@ -598,6 +734,101 @@ class FileLog:
         if not landed:
             raise _storage_error(error)
         return landed
+
+    # -- retention -----------------------------------------------------------------------
+
+    def prune(
+        self, batch: Sequence[AppendTo], *, rewrite: bool = True
+    ) -> list[list[RecordedEvent]]:
+        """Append tombstones and remove the streams they name, all or nothing (retention.py).
+
+        Then the segments that held the removed events are rewritten without them (the
+        active one is sealed first if it held some). With `rewrite=False` that is left to
+        `compact()` (or the next prune): a backlog pruned in many batches rewrites each
+        segment once. One prune at a time per data directory; a prune that died half way
+        is finished by the next one.
+        """
+        if self.readonly:
+            raise StorageError("store opened read-only")
+        planning.validate(batch)
+        removes = retention.removed_streams(batch)
+        retention.tombstones_only(batch)
+        with self._prune_locked():
+            if rewrite:
+                self._finish_prune()
+            positions = [e.position for s in removes for e in self.read_stream(s)]
+            segments = retention.segments_of(positions, self.layout.segments(self._segment_hint()))
+            retention.add_todo(self.layout.prune_todo, retention.Todo(segments, removes))
+            request = Request(batch, removes=tuple(removes))
+            self.commit([request])
+            if request.error is not None:
+                raise request.error  # the todo's line removes nothing: its streams stay
+            assert request.result is not None
+            for shard in {os.path.dirname(self._path(s)) for s in removes}:
+                fsync_dir(Path(shard))
+            if rewrite:
+                self._finish_prune()
+            return request.result
+
+    def compact(self) -> None:
+        """Finish what a prune that died half way left: rewrite the segments it named."""
+        if self.readonly:
+            raise StorageError("store opened read-only")
+        with self._prune_locked():
+            self._finish_prune()
+
+    def _segment_hint(self) -> int | None:
+        mark = self._current_mark()
+        return mark.segment if mark is not None else None
+
+    @contextmanager
+    def _prune_locked(self) -> Iterator[None]:
+        fd = os.open(self.layout.prune_lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _finish_prune(self) -> None:
+        """Under the prune lock: rewrite the segments the todo names, then drop it.
+
+        Only events of streams whose log is gone are taken out: a todo written by a prune
+        that died before its record landed names streams that still exist, and stay. The
+        feed lock is taken first and the feed recovered (a dead holder's prune record may
+        still have logs to remove), and the active segment is sealed if the todo names it.
+        """
+        retention.remove_leftovers(self.layout.feed_dir)
+        todo = retention.read_todo(self.layout.prune_todo)
+        if todo is None:
+            self.layout.prune_todo.unlink(missing_ok=True)
+            return
+        with self._commit_lock, self._locked():
+            self._refresh()
+            if self._segment in todo.segments:
+                self._roll()
+            active = self._segment
+        gone = {s for s in todo.streams if not os.path.exists(self._path(s))}
+        firsts = self.layout.segments(active)
+        rewritten = 0
+        for first in todo.segments:
+            if first >= active or first not in firsts:
+                continue  # nothing of it was written (the roll found it empty)
+            nxt = firsts[firsts.index(first) + 1]
+            try:
+                if retention.rewrite_segment(self.layout, first, nxt, gone.__contains__):
+                    rewritten += 1
+            except CorruptionError as exc:
+                # Left as it is (its removed events stay, `verify` tells of the damage):
+                # one damaged segment must not stop every later prune.
+                log.error("prune: segment %s not rewritten: %s", first, exc)
+        if rewritten:
+            with self._commit_lock, self._locked():
+                self._refresh()
+                mark = self._mark
+                self._write_mark(mark.end, mark.next_position, mark.compactions + 1)
+        self.layout.prune_todo.unlink(missing_ok=True)
+        fsync_dir(self.layout.feed_dir)
 
     # -- reading, without the lock -----------------------------------------------------
 
@@ -647,45 +878,35 @@ class FileLog:
         return out[:limit]
 
     def iter_all(self, from_position: int = 1) -> Iterator[list[RecordedEvent]]:
-        """Every event of the feed from `from_position` on, one record at a time."""
+        """Every event of the feed from `from_position` on, one record at a time.
+
+        Records a prune emptied (holes) are skipped: every list holds an event.
+        """
         for f in self._frames_from(from_position):
             if f.seq + f.count > from_position:
-                yield [e for e in unpack(f.payload) if e.position >= from_position]
+                events = [e for e in unpack(f.payload) if e.position >= from_position]
+                if events:
+                    yield events
 
     def head(self) -> int:
-        """The position of the last event in the feed's valid prefix."""
+        """The last position of the feed's valid prefix (a prune's hole counts too)."""
+        hint = self._reader.hint[0]
         last = 0
-        for f in self._frames_from(self._hint[0]):
+        for f in self._frames_from(hint):
             last = f.seq + f.count - 1
-        return max(last, self._hint[0] - 1)
+        return max(last, hint - 1)
+
+    def frames(self, position: int = 1) -> Iterator[framing.Frame]:
+        """The feed's valid records from the one holding `position`, across segments.
+
+        A record a prune emptied has no event; one it thinned holds fewer than `count`.
+        Raises CorruptionError at damage that was complete before the read began.
+        """
+        return self._reader.frames(position)
 
     def _frames_from(self, position: int) -> Iterator[framing.Frame]:
-        """Frames from the one holding `position` (or an earlier one) to the valid end.
-
-        Raises CorruptionError when the valid prefix ends before the mark: those bytes were
-        complete before this read began, so they are damage, not an append in flight.
-        """
-        position = max(position, 1)
-        mark = self._current_mark()
-        with self._index_lock:
-            if position >= self._hint[0]:
-                seq, off = self._hint
-            else:
-                i = bisect.bisect_right(self._index_pos, position) - 1
-                seq, off = self._index_pos[i], self._index_off[i]
-        tail = Tail(off, seq, 0)
-        for f in read_frames(self._read_fd, off, seq, tail):
-            after = f.seq + f.count
-            if after > self._hint[0]:  # a benign race: any record boundary is a valid hint
-                self._hint = (after, f.offset + framing.HEADER.size + len(f.payload))
-            if f.seq >= self._index_pos[-1] + INDEX_EVERY:
-                with self._index_lock:
-                    if f.seq >= self._index_pos[-1] + INDEX_EVERY:
-                        self._index_pos.append(f.seq)
-                        self._index_off.append(f.offset)
-            yield f
-        if mark is not None and tail.end < mark.end:
-            raise CorruptionError(f"{self.layout.feed}: damaged record at offset {tail.end}")
+        """Frames from the one holding `position` (or an earlier one): see FeedReader."""
+        return self._reader.frames(position)
 
     def _current_mark(self) -> Mark | None:
         if self._mark_map is not None:
@@ -712,7 +933,8 @@ class FileLog:
                 if mark is not None:
                     os.sync()
                     write_checkpoint(
-                        self.layout.checkpoint, Checkpoint(boot_id(), mark.end, mark.next_position)
+                        self.layout.checkpoint,
+                        Checkpoint(boot_id(), mark.end, mark.next_position, mark.segment),
                     )
         self._release()
 
@@ -723,10 +945,10 @@ class FileLog:
         if self._mark_map is not None:
             self._mark_map.close()
             self._mark_map = None
-        for fd in (self._feed_fd, self._mark_fd, self._read_fd):
+        for fd in (self._feed_fd, self._mark_fd):
             if fd >= 0:
                 os.close(fd)
-        self._feed_fd = self._mark_fd = self._read_fd = -1
+        self._feed_fd = self._mark_fd = -1
 
 
 class EventTooLarge(JobtrailError):

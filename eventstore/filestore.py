@@ -62,6 +62,24 @@ class FileStore(EventStore):
         self._notifier.notify()
         return recorded
 
+    async def prune(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        planning.validate(batch)
+        recorded: list[list[RecordedEvent]] = await self._run(self.log.prune, batch)
+        self._notifier.notify()
+        return recorded
+
+    async def prune_deferred(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        planning.validate(batch)
+        recorded: list[list[RecordedEvent]] = await self._run(
+            partial(self.log.prune, batch, rewrite=False)
+        )
+        self._notifier.notify()
+        return recorded
+
+    async def compact(self) -> None:
+        await self._run(self.log.compact)
+        self._notifier.notify()
+
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         self.log.layout.stream_path(stream)  # validates the name before any I/O
         events: list[RecordedEvent] = await self._run(self.log.read_stream, stream, from_version)

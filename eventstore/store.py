@@ -25,8 +25,9 @@ class EventStore(ABC):
       were acknowledged (a StorageError leaves nothing half-written).
     - The events of one `append_many` call land all together or not at all, also across
       a crash at any instant.
-    - Versions are dense per stream (1, 2, 3...); positions are dense in the whole store,
-      never reused, and give one total order that every reader sees.
+    - Versions are dense per stream (1, 2, 3...); positions are never reused and give one
+      total order that every reader sees. They are dense except where `prune` removed
+      streams: those positions are holes.
     - A stale expected version raises `WrongExpectedVersion`, whichever backend.
     - Re-appending events whose ids are stored already is a no-op that returns the
       originally recorded events (safe client retries).
@@ -51,6 +52,32 @@ class EventStore(ABC):
         store cannot be written.
         """
 
+    async def prune(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        """Append tombstones and remove the streams they name, all or nothing (retention).
+
+        Every stream a tombstone removes (`retention.removed_stream`) must be in `batch`
+        with no events and the exact version it was read at: one that moved on raises
+        WrongExpectedVersion and nothing is removed. Afterwards a removed stream reads as
+        empty and its events leave the feed: their positions become holes that `read_all`
+        and `follow` skip; no other event changes or moves. Raises InvalidPrune for a batch
+        without tombstones or checks, and what `append_many` raises. Not abstract, so a
+        wrapper of a store that never prunes needs no stub; every backend implements it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot prune")
+
+    async def prune_deferred(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        """`prune`, but taking the events out of the backend's files may wait for `compact`.
+
+        For a backlog pruned in many batches: each file is rewritten once, at the end.
+        Until then the removed events may still be read from the feed, before their
+        tombstones. By default (a wrapper, a backend with nothing to defer) it is `prune`.
+        """
+        return await self.prune(batch)
+
+    async def compact(self) -> None:
+        """Finish what `prune_deferred` left; a store with nothing left does nothing."""
+        return None
+
     @abstractmethod
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         """The stream's events from `from_version` on; empty for a stream never written."""
@@ -65,7 +92,7 @@ class EventStore(ABC):
 
     @abstractmethod
     async def head(self) -> int:
-        """The position of the newest event in the feed, 0 when the store is empty."""
+        """The last position given out (perhaps a prune's hole), 0 when the store is empty."""
 
     @abstractmethod
     def follow(self, from_position: int = 1) -> AsyncIterator[RecordedEvent]:

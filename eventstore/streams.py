@@ -24,6 +24,7 @@ USAGE: Final = "usage"
 LEAD: Final = "lead"
 SITE: Final = "site"
 IDEMPOTENCY: Final = "idem"
+PRUNED: Final = "pruned"
 
 
 class StreamName(NamedTuple):
@@ -77,7 +78,12 @@ def idempotency(site_id: str, user_id: str, key_hash: str) -> str:
     )
 
 
-_BUILDERS: Final = {JOB: 1, USAGE: 2, LEAD: 2, SITE: 1, IDEMPOTENCY: 3}
+def pruned(site_id: str) -> str:
+    """The stream of a site's tombstones: one `job_pruned` per job removed by retention."""
+    return f"{PRUNED}:{valid_id(site_id, 'site id')}"
+
+
+_BUILDERS: Final = {JOB: 1, USAGE: 2, LEAD: 2, SITE: 1, IDEMPOTENCY: 3, PRUNED: 1}
 
 
 def parse(name: str) -> StreamName:
@@ -98,6 +104,8 @@ def parse(name: str) -> StreamName:
         lead(parts[0], parts[1])
     elif category == IDEMPOTENCY:
         idempotency(parts[0], parts[1], parts[2])
+    elif category == PRUNED:
+        pruned(parts[0])
     else:
         site(parts[0])
     return StreamName(category, parts)

@@ -3,6 +3,9 @@
 It takes no lock and changes nothing, so it can run beside live `serve` and `worker`
 processes. A torn tail (a writer died mid-append) is reported as `info`: it was never
 acknowledged and the next writer sets it aside. Everything else found is an `error`.
+Holes a prune left are not gaps: the records around them still chain, and a stream a
+tombstone removed may have left the feed wholly, partly (a prune that died half way,
+finished by the next one) or not yet; it has no log to compare.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Literal
 
 import msgspec
 
-from eventstore import framing
-from eventstore.errors import InvalidId
-from eventstore.layout import Layout, decode_mark
+from eventstore import framing, retention
+from eventstore.errors import CorruptionError, InvalidId
+from eventstore.feedread import FeedReader
+from eventstore.layout import Layout, Mark, decode_mark
 from eventstore.logfile import Tail, read_frames
 from eventstore.records import unpack
 
@@ -72,40 +76,94 @@ def verify(root: Path | str) -> Report:
     layout = Layout(Path(root))
     layout.require()
     check = _Check()
-    expected, snapshot_end = _walk_feed(layout, check)
-    _walk_streams(layout, expected, snapshot_end, check)
+    expected, snapshot_end, removed = _walk_feed(layout, check)
+    _walk_streams(layout, expected, snapshot_end, removed, check)
+    # A prune that landed after the feed walk removed logs the stream walk then missed:
+    # its tombstones are after the snapshot, and what was said of those streams is void.
+    late = _removed_since(layout, snapshot_end)
+    if late:
+        check.report.findings = [
+            f for f in check.report.findings if f.where not in late or f.kind == "damage"
+        ]
     for p in sorted(layout.quarantine.iterdir()):
         check.add("info", "set_aside", p.name, f"{p.stat().st_size} bytes set aside by recovery")
     check.report.findings.sort(key=lambda f: f.severity != "error")
     return check.report
 
 
-def _walk_feed(layout: Layout, check: _Check) -> tuple[dict[str, _FromFeed], int]:
-    """Per stream, what the feed says it holds; and the position the walk stopped before."""
+def _walk_feed(layout: Layout, check: _Check) -> tuple[dict[str, _FromFeed], int, set[str]]:
+    """Per stream, what the feed says it holds; the position the walk stopped before; and
+    the streams tombstones removed."""
     per_stream: dict[str, _FromFeed] = {}
+    removed: set[str] = set()
+    gaps: list[Finding] = []
     try:
         mark = decode_mark(layout.mark.read_bytes())
     except OSError:
         mark = None
     applied_before = mark.next_position if mark is not None else 1 << 62
-    fd = os.open(layout.feed, os.O_RDONLY)
+    firsts = layout.segments(mark.segment if mark is not None else None) or [1]
+    next_seq = 1
+    for k, first in enumerate(firsts):
+        where = "feed" if first == 1 else layout.segment(first).name
+        if first != next_seq:
+            detail = f"starts at {first}, the segment before ends at {next_seq}"
+            check.add("error", "damage", where, detail)
+            break
+        last = k == len(firsts) - 1
+        tail = _walk_segment(layout, first, where, per_stream, removed, gaps, applied_before, check)
+        if tail is None:
+            break
+        next_seq = tail.next_seq
+        if not last:
+            if tail.trailing or tail.damaged:
+                check.add("error", "damage", where, f"damaged record at offset {tail.end}")
+                break
+            continue
+        if mark is not None and mark.segment == first:
+            if tail.end < mark.end and not tail.damaged:
+                if _sealed_since(layout, mark):
+                    break  # a prune sealed and rewrote it meanwhile: shorter, not damaged
+                check.add("error", "damage", where, f"damaged record at offset {tail.end}")
+            else:
+                _report_tail(check, where, tail)
+            if tail.end > mark.end:
+                check.add("info", "pending", "feed", "records after the mark await recovery")
+        else:
+            _report_tail(check, where, tail)
+    check.report.findings.extend(g for g in gaps if g.where not in removed)
+    for stream in removed:
+        per_stream.pop(stream, None)
+    return per_stream, next_seq, removed
+
+
+def _walk_segment(
+    layout: Layout,
+    first: int,
+    where: str,
+    per_stream: dict[str, _FromFeed],
+    removed: set[str],
+    gaps: list[Finding],
+    applied_before: int,
+    check: _Check,
+) -> Tail | None:
+    fd = os.open(layout.segment(first), os.O_RDONLY)
     try:
         if not framing.check_file_header(os.pread(fd, framing.FILE_HEADER.size, 0), 0):
-            check.add("error", "bad_file", "feed", "the feed has no valid header")
-            return per_stream, 1
-        tail = Tail(0, 1, 0)
-        for f in read_frames(fd, framing.FILE_HEADER.size, 1, tail, look_past=True):
+            check.add("error", "bad_file", where, "the feed segment has no valid header")
+            return None
+        tail = Tail(0, first, 0)
+        for f in read_frames(fd, framing.FILE_HEADER.size, first, tail, look_past=True):
             for e in unpack(f.payload):
+                gone = retention.removed_stream(e.event)
+                if gone is not None:
+                    removed.add(gone)
                 s = per_stream.get(e.stream)
                 if s is None:
                     s = per_stream[e.stream] = _FromFeed()
                 if e.version != s.version + 1:
-                    check.add(
-                        "error",
-                        "gap",
-                        e.stream,
-                        f"version {e.version} at position {e.position} follows {s.version}",
-                    )
+                    detail = f"version {e.version} at position {e.position} follows {s.version}"
+                    gaps.append(Finding("error", "gap", e.stream, detail))
                 s.version = e.version
                 s.digest = zlib.crc32(e.id.encode(), s.digest)
                 if e.position < applied_before:
@@ -114,19 +172,46 @@ def _walk_feed(layout: Layout, check: _Check) -> tuple[dict[str, _FromFeed], int
                     s.pending[s.version] = s.digest
                 check.report.events += 1
         check.report.bytes += tail.size
-        if mark is not None and tail.end < mark.end and not tail.damaged:
-            check.add("error", "damage", "feed", f"damaged record at offset {tail.end}")
-        else:
-            _report_tail(check, "feed", tail)
-        if mark is not None and tail.end > mark.end:
-            check.add("info", "pending", "feed", "records after the mark await recovery")
+        return tail
     finally:
         os.close(fd)
-    return per_stream, tail.next_seq
+
+
+def _sealed_since(layout: Layout, mark: Mark) -> bool:
+    """Whether the mark's segment was sealed or rewritten after `mark` was read."""
+    try:
+        now = decode_mark(layout.mark.read_bytes())
+    except OSError:
+        return False
+    return now is not None and (now.segment, now.compactions) != (mark.segment, mark.compactions)
+
+
+def _removed_since(layout: Layout, position: int) -> set[str]:
+    """The streams tombstones at `position` or later remove (read after the stream walk)."""
+
+    def current_mark() -> Mark | None:
+        try:
+            return decode_mark(layout.mark.read_bytes())
+        except OSError:
+            return None
+
+    removed: set[str] = set()
+    try:
+        for f in FeedReader(layout, current_mark).frames(position):
+            for e in unpack(f.payload):
+                if e.position >= position and (gone := retention.removed_stream(e.event)):
+                    removed.add(gone)
+    except CorruptionError:
+        pass  # the feed walk reported what was damaged when it ran
+    return removed
 
 
 def _walk_streams(
-    layout: Layout, expected: dict[str, _FromFeed], snapshot_end: int, check: _Check
+    layout: Layout,
+    expected: dict[str, _FromFeed],
+    snapshot_end: int,
+    removed: set[str],
+    check: _Check,
 ) -> None:
     """Compare each stream log with the feed, ignoring what was appended after the feed walk."""
     seen: set[str] = set()
@@ -138,7 +223,14 @@ def _walk_streams(
             continue
         seen.add(stream)
         check.report.streams += 1
-        version, digest = _walk_stream(path, stream, snapshot_end, check)
+        if stream in removed:  # a prune's holder died before removing it; recovery does
+            check.add("info", "pending", stream, "a tombstone removes it; the next writer does")
+            continue
+        walked = _walk_stream(path, stream, snapshot_end, check)
+        if walked is None:  # removed since the listing: a prune, and its tombstone is later
+            seen.discard(stream)
+            continue
+        version, digest = walked
         want = expected.get(stream, _FromFeed())
         verdict = want.matches(version, digest)
         if verdict == "ok":
@@ -163,10 +255,15 @@ def _walk_streams(
             )
 
 
-def _walk_stream(path: Path, stream: str, snapshot_end: int, check: _Check) -> tuple[int, int]:
+def _walk_stream(
+    path: Path, stream: str, snapshot_end: int, check: _Check
+) -> tuple[int, int] | None:
     digest = 0
     version = 0
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
     try:
         head = os.pread(fd, framing.FILE_HEADER.size, 0)
         size = os.fstat(fd).st_size

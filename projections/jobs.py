@@ -41,6 +41,7 @@ from eventstore.events import (
     JobFailed,
     JobLeaseRenewed,
     JobProgressed,
+    JobPruned,
     JobRequested,
     JobRetried,
     JobStarted,
@@ -342,6 +343,7 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
             | LeadEvaluated()
             | EvaluationQueued()
             | IdempotencyKeyUsed()
+            | JobPruned()
         ):
             pass
         case _:
@@ -349,22 +351,48 @@ def _next(view: JobView, recorded: RecordedEvent) -> JobView:
     return replace(view, version=recorded.version, position=recorded.position)
 
 
+class PrunedJob(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """What stays of a job retention removed: enough to answer 410 to those who saw it."""
+
+    site_id: str
+    user_id: str
+    job_type: str
+
+
+class _TableState(msgspec.Struct, array_like=True):
+    views: list[JobView]
+    pruned: dict[str, PrunedJob] = {}
+
+
 _ENCODER: Final = msgspec.msgpack.Encoder()
-_DECODER: Final = msgspec.msgpack.Decoder(list[JobView])
+_DECODER: Final = msgspec.msgpack.Decoder(_TableState)
 
 
 class JobTable:
-    """Every job's view by job id; owns its dict, so a fold over 100,000s of jobs copies none."""
+    """Every job's view by job id; owns its dict, so a fold over 100,000s of jobs copies none.
+
+    A `job_pruned` tombstone takes the view out and keeps a `PrunedJob`, so a rebuild
+    from a feed whose events of the job are holes ends in the same state as a live fold.
+    """
 
     name = "jobs"
 
     def __init__(self) -> None:
         self._views: dict[str, JobView] = {}
+        self._pruned: dict[str, PrunedJob] = {}
 
     def apply(self, recorded: RecordedEvent) -> JobView | None:
         """Fold one feed event in; returns the job's new view (None for other streams)."""
         job_id = job_id_of(recorded.stream)
         if job_id is None:
+            event = recorded.event
+            if isinstance(event, JobPruned):
+                self._views.pop(event.job_id, None)
+                self._pruned[event.job_id] = PrunedJob(
+                    site_id=_name(event.site_id),
+                    user_id=_name(event.user_id),
+                    job_type=_name(event.job_type),
+                )
             return None
         views = self._views
         view = views.get(job_id)
@@ -383,6 +411,10 @@ class JobTable:
     def get(self, job_id: str) -> JobView | None:
         return self._views.get(job_id)
 
+    def pruned(self, job_id: str) -> PrunedJob | None:
+        """The tombstone of a job retention removed; None for any other id."""
+        return self._pruned.get(job_id)
+
     def __len__(self) -> int:
         return len(self._views)
 
@@ -390,12 +422,18 @@ class JobTable:
         return iter(self._views.values())
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, JobTable) and self._views == other._views
+        return (
+            isinstance(other, JobTable)
+            and self._views == other._views
+            and self._pruned == other._pruned
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
     def dump(self) -> bytes:
-        return _ENCODER.encode(list(self._views.values()))
+        return _ENCODER.encode(_TableState(list(self._views.values()), self._pruned))
 
     def load(self, data: bytes) -> None:
-        self._views = {v.job_id: v for v in _DECODER.decode(data)}
+        state = _DECODER.decode(data)
+        self._views = {v.job_id: v for v in state.views}
+        self._pruned = state.pruned

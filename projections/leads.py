@@ -31,6 +31,7 @@ from eventstore.events import (
     JobFailed,
     JobLeaseRenewed,
     JobProgressed,
+    JobPruned,
     JobRequested,
     JobRetried,
     JobStarted,
@@ -144,6 +145,7 @@ def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | Non
             | QuotaReserved()
             | QuotaSet()
             | IdempotencyKeyUsed()
+            | JobPruned()
         ):
             return view
         case _:
@@ -182,6 +184,15 @@ class LeadTable:
     """Every lead by (site, lead id); owns its dict and applies the per-lead fold."""
 
     name = "leads"
+    folds: Final = (
+        LeadSaved,
+        DocumentAdded,
+        DocumentRemoved,
+        LeadEvaluated,
+        JobRequested,
+        JobPruned,
+    )
+    """The only event types `apply` folds: a fold over the feed may skip the others."""
 
     def __init__(self) -> None:
         self._views: dict[tuple[str, str], LeadView] = {}
@@ -189,6 +200,8 @@ class LeadTable:
     def apply(self, recorded: RecordedEvent) -> None:
         """Fold one feed event in; events that concern no lead are ignored."""
         event = recorded.event
+        if not isinstance(event, self.folds):
+            return  # the common case: most of the feed is job events
         if isinstance(event, LeadSaved | DocumentAdded | DocumentRemoved | LeadEvaluated):
             category, parts = streams.parse(recorded.stream)
             if category != streams.LEAD:
@@ -199,11 +212,28 @@ class LeadTable:
             if found is None:
                 return
             key = found
+        elif isinstance(event, JobPruned):
+            self._forget(event)
+            return
         else:
             return
         view = apply_lead(self._views.get(key), recorded)
         if view is not None:
             self._views[key] = view
+
+    def _forget(self, event: JobPruned) -> None:
+        """A pruned job is no lead's latest job any more: as in a rebuild without its events.
+
+        That rebuild names no older job either: retention keeps a lead's latest evaluation
+        job while an older one of the lead is still there (`service/operator/prune.py`),
+        so when the latest goes, no other job of the lead is left to name.
+        """
+        if event.lead_id is None:
+            return
+        key = (event.site_id, event.lead_id)
+        view = self._views.get(key)
+        if view is not None and view.last_job_id == event.job_id:
+            self._views[key] = replace(view, last_job_id=None)
 
     def get(self, site_id: str, lead_id: str) -> LeadView | None:
         return self._views.get((site_id, lead_id))

@@ -19,7 +19,7 @@ import msgspec
 
 from eventstore import streams
 from eventstore.errors import JobtrailError
-from eventstore.events import JobRequested
+from eventstore.events import JobPruned, JobRequested
 from eventstore.records import RecordedEvent
 from projections.jobs import JobTable, JobView
 
@@ -82,6 +82,12 @@ class _Index:
             self.positions.insert(i, position)
             self.ids.insert(i, job_id)
 
+    def remove(self, position: int, job_id: str) -> None:
+        i = bisect_left(self.positions, position)
+        if i < len(self.positions) and self.positions[i] == position and self.ids[i] == job_id:
+            del self.positions[i]
+            del self.ids[i]
+
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, _Index)
@@ -108,14 +114,19 @@ class JobListings:
     """Indexes of job ids by site, user and type; reads `jobs` for status and the views."""
 
     name = "listings"
+    folds: Final = (JobRequested, JobPruned)
+    """The only event types `apply` folds: a fold over the feed may skip the others."""
 
     def __init__(self, jobs: JobTable) -> None:
         self._jobs = jobs
         self._indexes: dict[IndexKey, _Index] = {}
 
     def apply(self, recorded: RecordedEvent) -> None:
-        """Index a `requested` event; any other event changes no listing."""
+        """Index a `requested` event, unindex a pruned job; others change no listing."""
         event = recorded.event
+        if isinstance(event, JobPruned):
+            self._forget(event)
+            return
         job_id = streams.job_id_of(recorded.stream)
         if not isinstance(event, JobRequested) or job_id is None:
             return
@@ -127,6 +138,17 @@ class JobListings:
             if index is None:
                 index = self._indexes[key] = _Index()
             index.add(recorded.position, job_id)
+
+    def _forget(self, event: JobPruned) -> None:
+        """Take a pruned job out, as a rebuild that never sees its `requested` would have it."""
+        site, user, kind = event.site_id, event.user_id, event.job_type
+        for key in ((site, None, None), (site, user, None), (site, None, kind), (site, user, kind)):
+            index = self._indexes.get(key)
+            if index is None:
+                continue
+            index.remove(event.created_position, event.job_id)
+            if not index.positions:
+                del self._indexes[key]
 
     def page(
         self,

@@ -39,7 +39,8 @@ from projections.runner import ProjectionRunner
 from service import events_api, jobs_api, openapi, ops_api
 from service.app_state import AppState
 from service.auth import TokenCache, load_or_create_secret
-from service.errors import MethodNotAllowed, NotFound
+from service.errors import JobNotFound, MethodNotAllowed, NotFound
+from service.gone import gone_or
 from service.http import EncodedViews, json_response, timestamp
 from service.metrics import MeteredStore, Metrics
 from service.settings import Settings
@@ -150,6 +151,8 @@ def error_body(request: Request, code: str, message: str, **extra: Any) -> dict[
 
 async def _jobtrail_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, JobtrailError)
+    if isinstance(exc, JobNotFound):
+        exc = await gone_or(request, exc)  # 410 for a job retention removed
     headers = dict(getattr(exc, "headers", {}) or {})
     if isinstance(exc, StorageError) or exc.status == 503:
         headers.setdefault("Retry-After", "5")

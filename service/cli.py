@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -28,6 +29,7 @@ from eventstore.records import uuid7
 from eventstore.verify import verify
 from service import operator
 from service.auth import Principal, issue_token, load_or_create_secret
+from service.operator.prune import prune_periodically
 from service.serve import ServedApp
 from service.settings import Settings, SettingsError, from_env, parse_duration, with_handlers
 from worker.assemble import open_worker
@@ -306,6 +308,9 @@ async def _run_worker(settings: Settings, args: argparse.Namespace) -> int:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run)
+                if settings.retention_seconds is not None:
+                    retention = timedelta(seconds=settings.retention_seconds)
+                    tg.start_soon(prune_periodically, store, retention)
                 async for _ in signals:
                     # Running handlers are cancelled and their jobs handed back
                     # (WorkerLost, due again at once) for another worker to run.

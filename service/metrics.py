@@ -87,6 +87,9 @@ class MeteredStore(EventStore):
         finally:
             self._appends.observe(time.perf_counter() - started)
 
+    async def prune(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        return await self.inner.prune(batch)
+
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         return await self.inner.read_stream(stream, from_version)
 

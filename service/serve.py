@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from typing import Final
 
 import anyio
@@ -18,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from eventstore.filestore import open_file_store
 from service.app import create_app
+from service.operator.prune import prune_periodically
 from service.settings import from_env, with_handlers
 from worker.assemble import open_worker
 from worker.metrics import WorkerMetrics
@@ -51,6 +53,9 @@ class ServedApp:
                 tasks = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(tasks.cancel_scope.cancel)  # runs before the group is left
                 await tasks.start(worker.run)
+                if settings.retention_seconds is not None:
+                    retention = timedelta(seconds=settings.retention_seconds)
+                    tasks.start_soon(prune_periodically, store, retention)
             self._inner = inner
             try:
                 yield

@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """How often a serve process saves the read model's checkpoint (a file store only)."""
     poll_retry_after: int = 2
     max_wait_seconds: int = 30
+    retention_seconds: int | None = None
+    """JOBTRAIL_RETENTION (`90d`): `up` and `worker` prune finished jobs older than that
+    once an hour; unset, nothing is pruned."""
 
 
 _DURATION = re.compile(r"([0-9]+)(s|m|h|d)")
@@ -65,6 +68,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
                 raise SettingsError(f"{name} must not be negative")
             values[field] = value
 
+    if env.get("JOBTRAIL_RETENTION"):
+        values["retention_seconds"] = parse_duration(env["JOBTRAIL_RETENTION"])
     if "JOBTRAIL_DATA" in env:
         values["data"] = Path(env["JOBTRAIL_DATA"])
     if env.get("JOBTRAIL_SECRET"):

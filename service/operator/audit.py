@@ -37,6 +37,7 @@ from eventstore.events import (
     JobFailed,
     JobLeaseRenewed,
     JobProgressed,
+    JobPruned,
     JobRequested,
     JobRetried,
     JobStarted,
@@ -277,6 +278,7 @@ def summarize(events: list[RecordedEvent]) -> Summary:
                 | LeadEvaluated()
                 | EvaluationQueued()
                 | IdempotencyKeyUsed()
+                | JobPruned()
             ):
                 pass
     return summary
