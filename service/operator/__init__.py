@@ -22,6 +22,7 @@ COMMANDS: Final[dict[str, str]] = {
     "audit": "service.operator.audit",
     "export": "service.operator.export",
     "import": "service.operator.import_events",
+    "import-legacy": "service.operator.import_legacy",
     "prune": "service.operator.prune",
     "replay": "service.operator.replay",
     "verify": "service.operator.verify",
