@@ -25,6 +25,7 @@ BENCHMARKS: Final[dict[str, str]] = {
     # name -> module whose `run(ctx) -> Result` measures it; adding one is one line here.
     "eventstore": "bench.eventstore_bench",
     "http": "bench.http_bench",
+    "tools": "bench.tools_bench",
     "worker": "bench.worker_bench",
 }
 

@@ -182,6 +182,8 @@ class UsageTable:
     """Settings per site and usage per site and month; owns its dicts."""
 
     name = "usage"
+    folds: Final = (QuotaSet, QuotaReserved)
+    """The only event types `apply` folds: a fold over the feed may skip the others."""
 
     def __init__(self) -> None:
         self._sites: dict[str, SiteSettings] = {}
@@ -189,7 +191,7 @@ class UsageTable:
 
     def apply(self, recorded: RecordedEvent) -> None:
         """Fold one feed event in; events of other streams are ignored."""
-        if not isinstance(recorded.event, QuotaSet | QuotaReserved):
+        if not isinstance(recorded.event, self.folds):
             return  # the cheap test first: most of the feed is job events
         category, parts = streams.parse(recorded.stream)
         if category == streams.SITE:

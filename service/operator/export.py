@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import msgspec
+from msgspec.structs import asdict
 
 from eventstore import streams
 from eventstore.errors import InvalidId, StorageError
@@ -26,7 +27,6 @@ from eventstore.events import JobRequested
 from eventstore.filelog import FileLog
 from eventstore.layout import NotADataDirectory
 from eventstore.records import RecordedEvent
-from service.events_api import event_json
 from service.operator.feedscan import Bar, head_hint, open_feed, scan_feed
 
 DESCRIPTION = """\
@@ -203,17 +203,19 @@ def export_json(recorded: RecordedEvent) -> dict[str, Any]:
 
     The API shows milliseconds; an export keeps what is stored (msgspec encodes a
     datetime as RFC 3339 with its microseconds), so an import folds to equal projections.
+    Built here with the keys of `service.events_api.event_json` rather than from it: that
+    formats every time to milliseconds, which the export would only overwrite again.
     """
-    out = event_json(recorded)
-    out["stream"] = recorded.stream
-    out["recorded_at"] = recorded.recorded_at
-    data = out["data"]
-    event = recorded.event
-    for name in event.__struct_fields__:
-        value = getattr(event, name)
-        if isinstance(value, datetime):
-            data[name] = value
-    return out
+    return {
+        "id": recorded.id,
+        "job_id": streams.job_id_of(recorded.stream),
+        "version": recorded.version,
+        "position": recorded.position,
+        "type": recorded.type,
+        "recorded_at": recorded.recorded_at,
+        "data": asdict(recorded.event),
+        "stream": recorded.stream,
+    }
 
 
 def export_line(recorded: RecordedEvent) -> bytes:

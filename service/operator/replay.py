@@ -34,6 +34,7 @@ from service.operator.feedscan import (
     Folded,
     Partner,
     Scan,
+    cpu_to_spare,
     fold_part,
     folder,
     head_hint,
@@ -276,15 +277,15 @@ def rebuild(
 ) -> Rebuilt:
     """A read model folded from the feed's start through position `until`.
 
-    With `parallel` (by default: for a large feed, with two CPUs), a second process folds
-    listings and leads while this one folds jobs and usage; both read the feed.
+    With `parallel` (by default: for a large feed, with a CPU to spare), a second process
+    folds listings and leads while this one folds jobs and usage; both read the feed.
     """
     if isinstance(log, Path):
         with closing(open_feed(log)) as opened:
             return rebuild(opened, until, parallel=parallel, bar=bar)
     model = ReadModel()
     if parallel is None:
-        parallel = worth_parallel(log)
+        parallel = worth_parallel(log) and cpu_to_spare()
     mine = model.projections
     if parallel:
         mine = tuple(p for p in mine if p.name not in _PARTNER)
