@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from collections.abc import Callable
 from typing import Final, Protocol
 
@@ -33,6 +34,32 @@ class Command(Protocol):
     def add_parser(self, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
 
     def run(self, args: argparse.Namespace) -> int: ...
+
+
+DATA_HELP: Final = "data directory (JOBTRAIL_DATA, ./jobtrail-data)"
+
+
+def command_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    epilog: str,
+    data_help: str = DATA_HELP,
+) -> argparse.ArgumentParser:
+    """A command's parser with what every operator command has: its texts and `--data`."""
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data", default=os.environ.get("JOBTRAIL_DATA", "./jobtrail-data"), help=data_help
+    )
+    return parser
 
 
 def load(name: str) -> Command:

@@ -10,7 +10,6 @@ says for another site's job.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from contextlib import closing
 from datetime import datetime
@@ -50,6 +49,7 @@ from eventstore.layout import NotADataDirectory
 from eventstore.records import RecordedEvent
 from projections.jobs import FINAL, JobView, apply_job
 from service.events_api import event_json
+from service.operator import command_parser
 from service.operator.feedscan import open_feed
 from service.views import job_json
 
@@ -133,18 +133,14 @@ class Summary(msgspec.Struct, kw_only=True):
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "audit",
-        help="print one job's history as a timeline, with a summary of its attempts",
+        summary="print one job's history as a timeline, with a summary of its attempts",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("job_id", metavar="JOB_ID", help="the job's id (a UUID)")
-    p.add_argument(
-        "--data", default=default_data, help="data directory (JOBTRAIL_DATA, ./jobtrail-data)"
-    )
     p.add_argument(
         "--site", help="look for the job in this site only (another site's job: no such job)"
     )

@@ -27,6 +27,7 @@ from eventstore.events import JobRequested
 from eventstore.filelog import FileLog
 from eventstore.layout import NotADataDirectory
 from eventstore.records import RecordedEvent
+from service.operator import command_parser
 from service.operator.feedscan import Bar, head_hint, open_feed, scan_feed
 
 DESCRIPTION = """\
@@ -84,16 +85,12 @@ class Exported(msgspec.Struct):
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "export",
-        help="write the events as NDJSON, one a line (for backups, audits and import)",
+        summary="write the events as NDJSON, one a line (for backups, audits and import)",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--data", default=default_data, help="data directory (JOBTRAIL_DATA, ./jobtrail-data)"
     )
     p.add_argument(
         "--output",

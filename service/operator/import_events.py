@@ -29,6 +29,7 @@ from eventstore.filelog import FileLog
 from eventstore.framing import MAX_PAYLOAD
 from eventstore.layout import NotADataDirectory
 from eventstore.records import AppendTo, NewEvent
+from service.operator import command_parser
 from service.operator.feedscan import Bar
 
 DESCRIPTION = """\
@@ -112,18 +113,13 @@ class Imported(msgspec.Struct):
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "import",
-        help="read an export into an empty data directory, keeping ids, versions and times",
+        summary="read an export into an empty data directory, keeping ids, versions and times",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--data",
-        default=default_data,
-        help="the data directory to fill: missing, or holding no events (JOBTRAIL_DATA, "
+        data_help="the data directory to fill: missing, or holding no events (JOBTRAIL_DATA, "
         "./jobtrail-data)",
     )
     p.add_argument("file", metavar="FILE", help="an NDJSON export, or - for standard input")

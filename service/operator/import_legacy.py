@@ -11,7 +11,6 @@ killed between the two appends of one job is finished by the next run.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from contextlib import closing
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from eventstore.filelog import FileLog
 from eventstore.layout import Layout, NotADataDirectory
 from eventstore.records import AppendTo, RecordedEvent
 from projections.jobs import JobView, apply_job
+from service.operator import command_parser
 from service.operator.feedscan import Bar
 from service.operator.legacy_history import FAILED, JOB_TYPE, UNFINISHED, Part, history
 from service.operator.legacy_records import (
@@ -108,13 +108,13 @@ class Summary(msgspec.Struct):
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "import-legacy",
-        help="import the older file-backed job store as jobs of type legacy",
+        summary="import the older file-backed job store as jobs of type legacy",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        data_help="the data directory to import into (JOBTRAIL_DATA, ./jobtrail-data)",
     )
     p.add_argument("source", metavar="DIR", help="the older job store's directory")
     p.add_argument(
@@ -125,11 +125,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="legacy",
         help="the user recorded as the jobs' creator (default: legacy); members see only "
         "their own jobs, admins every job of the site",
-    )
-    p.add_argument(
-        "--data",
-        default=default_data,
-        help="the data directory to import into (JOBTRAIL_DATA, ./jobtrail-data)",
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -43,6 +42,7 @@ from eventstore.streams import pruned as pruned_stream
 from eventstore.streams import valid_id
 from projections.jobs import FINAL, JobTable, JobView, apply_job
 from projections.leads import EVALUATION_JOB_TYPE, lead_of_job
+from service.operator import command_parser
 
 log = logging.getLogger("jobtrail.prune")
 
@@ -261,13 +261,12 @@ async def prune_periodically(
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "prune",
-        help="remove finished jobs older than a cut-off, leaving a tombstone (410 Gone)",
+        summary="remove finished jobs older than a cut-off, leaving a tombstone (410 Gone)",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--older-than",
@@ -282,9 +281,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="only report what would be pruned; nothing in DATA changes",
     )
     p.add_argument("--site", help="only the jobs of this site")
-    p.add_argument(
-        "--data", default=default_data, help="data directory (JOBTRAIL_DATA, ./jobtrail-data)"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

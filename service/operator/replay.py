@@ -10,7 +10,6 @@ it was at a past position or time instead.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from contextlib import closing
@@ -29,6 +28,7 @@ from projections.checkpoint import FORMAT, Checkpoint, CheckpointUnreadable, rea
 from projections.jobs import JobStatus
 from projections.model import READ_MODEL_CHECKPOINT, ReadModel
 from projections.runner import Projection
+from service.operator import command_parser
 from service.operator.feedscan import (
     Bar,
     Folded,
@@ -92,16 +92,12 @@ class UsageError(ValueError):
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "replay",
-        help="rebuild the projections from the events and compare them with the live ones",
+        summary="rebuild the projections from the events and compare them with the live ones",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--data", default=default_data, help="data directory (JOBTRAIL_DATA, ./jobtrail-data)"
     )
     p.add_argument(
         "--json",

@@ -9,7 +9,6 @@ streams). A torn tail set aside after a crash is reported as `info` and is not a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from contextlib import AbstractContextManager, closing, nullcontext
 from pathlib import Path
@@ -23,6 +22,7 @@ from eventstore.filelog import FileLog
 from eventstore.layout import Layout, NotADataDirectory
 from eventstore.verify import Finding, Report
 from projections.history_check import HistoryCheck
+from service.operator import command_parser
 from service.operator.feedscan import (
     Bar,
     Partner,
@@ -69,16 +69,12 @@ class Result(msgspec.Struct):
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    default_data = os.environ.get("JOBTRAIL_DATA", "./jobtrail-data")
-    parser = sub.add_parser(
+    parser = command_parser(
+        sub,
         "verify",
-        help="check every log of a data directory, and every job's history against the rules",
+        summary="check every log of a data directory, and every job's history against the rules",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--data", default=default_data, help="data directory (JOBTRAIL_DATA, ./jobtrail-data)"
     )
     parser.add_argument(
         "--json",
