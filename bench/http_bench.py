@@ -129,7 +129,9 @@ def run(ctx: Context) -> Result:
 
 
 def _parts() -> set[str]:
-    chosen = {p.strip() for p in os.environ.get(PARTS_VARIABLE, ",".join(PARTS)).split(",")}
+    """The parts named in JOBTRAIL_BENCH_HTTP (unset or empty: all of them)."""
+    named = os.environ.get(PARTS_VARIABLE, "").strip() or ",".join(PARTS)
+    chosen = {p.strip() for p in named.split(",")}
     unknown = chosen - set(PARTS)
     if unknown or not chosen:
         raise ValueError(f"{PARTS_VARIABLE}: one or more of {', '.join(PARTS)}, not {unknown}")
