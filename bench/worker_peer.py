@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -44,20 +45,20 @@ def hear() -> dict[str, Any] | None:
     return answer
 
 
-class Peer:
+class Peer(ABC):
     """Enqueue a no-op or a stamp, count stored results, read a stamp's value."""
 
-    def noop(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def noop(self) -> None: ...
 
-    def stamp(self) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def stamp(self) -> Any: ...
 
-    def results(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def results(self) -> int: ...
 
-    def value(self, handle: Any) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def value(self, handle: Any) -> float: ...
 
     def settings(self) -> dict[str, Any]:
         return {}

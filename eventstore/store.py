@@ -52,6 +52,7 @@ class EventStore(ABC):
         store cannot be written.
         """
 
+    @abstractmethod
     async def prune(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
         """Append tombstones and remove the streams they name, all or nothing (retention).
 
@@ -60,10 +61,8 @@ class EventStore(ABC):
         WrongExpectedVersion and nothing is removed. Afterwards a removed stream reads as
         empty and its events leave the feed: their positions become holes that `read_all`
         and `follow` skip; no other event changes or moves. Raises InvalidPrune for a batch
-        without tombstones or checks, and what `append_many` raises. Not abstract, so a
-        wrapper of a store that never prunes needs no stub; every backend implements it.
+        without tombstones or checks, and what `append_many` raises.
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot prune")
 
     async def prune_deferred(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
         """`prune`, but taking the events out of the backend's files may wait for `compact`.

@@ -90,6 +90,12 @@ class MeteredStore(EventStore):
     async def prune(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
         return await self.inner.prune(batch)
 
+    async def prune_deferred(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        return await self.inner.prune_deferred(batch)
+
+    async def compact(self) -> None:
+        await self.inner.compact()
+
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         return await self.inner.read_stream(stream, from_version)
 

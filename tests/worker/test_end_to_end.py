@@ -232,6 +232,9 @@ class SlowAckStore(EventStore):
             while await self.inner.stream_version(retried.stream) <= retried.version:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
 
+    async def prune(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+        return await self.inner.prune(batch)
+
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
         return await self.inner.read_stream(stream, from_version)
 
