@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import anyio
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -117,7 +117,6 @@ def create_app(
     )
     app.router.redirect_slashes = False  # `/api/jobs/` is an unknown route (404), not a 307
     app.state.job_bodies = EncodedViews(job_json)
-    app.add_middleware(EncodedSlashes)
     app.add_middleware(RequestLog, metrics=metrics)
     return app
 
@@ -213,31 +212,20 @@ async def readyz(request: Request) -> Response:
 
 
 class RequestLog:
-    """One JSON access-log line per request, and its id echoed in `X-Request-Id`."""
+    """One JSON access-log line per request, and its id echoed in `X-Request-Id`; the
+    request is routed on its path as sent (`keep_encoded_slashes`)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
-        self.metrics = metrics
+        self.requests = metrics.requests
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:12] + "-"
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-
-    def _series(self, method: str, template: str, status: int) -> tuple[Counter, Histogram]:
-        """The labelled counter and histogram of a route and status, looked up once:
-        `labels()` takes a lock and builds keys on every call."""
-        key = (method, template, status)
-        series = self._children.get(key)
-        if series is None:
-            series = self._children[key] = (
-                self.metrics.requests.labels(method, template, str(status)),
-                self.metrics.latency.labels(method, template),
-            )
-        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        keep_encoded_slashes(scope)
         request_id = _request_id(scope, self._ids, self._prefix)
         started = time.perf_counter()
         status = 500
@@ -257,9 +245,7 @@ class RequestLog:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            counter, timer = self._series(scope["method"], template, status)
-            counter.inc()
-            timer.observe(elapsed)
+            self.requests.observe(scope["method"], template, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     json.dumps(
@@ -277,19 +263,13 @@ class RequestLog:
 _ENCODED_SLASH = re.compile(rb"%2[fF]")
 
 
-class EncodedSlashes:
+def keep_encoded_slashes(scope: Scope) -> None:
     """Route on the path with each `%2F` kept as it came (the server decoded it into `/`):
     an id holding one is a malformed id (400 `InvalidId`), never a path to another route."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = scope.get("raw_path") if scope["type"] == "http" else None
-        if raw and _ENCODED_SLASH.search(raw):
-            parts = _ENCODED_SLASH.split(raw)
-            scope["path"] = "%2F".join(unquote(part.decode("latin-1")) for part in parts)
-        await self.app(scope, receive, send)
+    raw = scope.get("raw_path")
+    if raw and b"%2" in raw and _ENCODED_SLASH.search(raw):
+        parts = _ENCODED_SLASH.split(raw)
+        scope["path"] = "%2F".join(unquote(part.decode("latin-1")) for part in parts)
 
 
 def _request_id(scope: Scope, ids: Iterator[int], prefix: str) -> str:

@@ -22,6 +22,7 @@ from service.errors import ApiError, StorageUnavailable, ValidationFailed
 from service.evaluation_jobs import retry_evaluation
 from service.http import (
     EncodedViews,
+    caller_headers,
     check_identity_headers,
     check_integers,
     convert,
@@ -140,7 +141,7 @@ _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*([0-9]+)(?:$|[;,\s])")
 
 def preferred_wait(request: Request, cap: int) -> int | None:
     """`Prefer: wait=N` (RFC 7240): whole seconds to hold a poll, above `cap` read as `cap`."""
-    prefer = request.headers.get("prefer")
+    prefer = caller_headers(request).prefer
     if prefer is None:
         return None
     m = _PREFER_WAIT.search(prefer)
@@ -283,10 +284,10 @@ async def usage(request: Request) -> Response:
     return json_response(answer)
 
 
-routes = [
+routes = [  # the router tries each in turn: polls, the most frequent request, first
+    Route("/api/jobs/{job_id}", get, methods=["GET"]),
     Route("/api/jobs", create, methods=["POST"]),
     Route("/api/jobs", listing, methods=["GET"]),
-    Route("/api/jobs/{job_id}", get, methods=["GET"]),
     Route("/api/jobs/{job_id}/retry", retry, methods=["POST"]),
     Route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"]),
     Route("/api/job-status/{job_id}", legacy_status, methods=["GET"]),
