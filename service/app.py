@@ -227,16 +227,15 @@ class RequestLog:
             return
         keep_encoded_slashes(scope)
         request_id = _request_id(scope, self._ids, self._prefix)
+        echoed = request_id.encode("latin-1")
         started = time.perf_counter()
         status = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start":  # a message is sent once: ours
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", echoed)]
             await send(message)
 
         try:
