@@ -25,7 +25,7 @@ from eventstore import planning
 from eventstore.clock import utcnow
 from eventstore.errors import StoreClosed
 from eventstore.filelog import MAX_BATCH, FileLog, Request, die
-from eventstore.follow import Notifier, follow_feed
+from eventstore.follow import Notifier, SharedReads, follow_feed
 from eventstore.records import AppendTo, RecordedEvent
 from eventstore.store import EventStore
 
@@ -52,6 +52,7 @@ class FileStore(EventStore):
         self._start_watcher = start_watcher
         self._limiter = anyio.CapacityLimiter(64)
         self._committer = _Committer(log_, asyncio.get_running_loop())
+        self._shared = SharedReads(self.read_all, notifier)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
@@ -102,7 +103,7 @@ class FileStore(EventStore):
         if self._start_watcher is not None:  # the first follower starts the one watcher
             self._start_watcher()
             self._start_watcher = None
-        return follow_feed(self.read_all, self._notifier, from_position, self._rescan)
+        return follow_feed(self._shared.read, self._notifier, from_position, self._rescan)
 
     async def aclose(self) -> None:
         await self._run(self._committer.stop)

@@ -39,6 +39,49 @@ class Notifier:
             await event.wait()
 
 
+class SharedReads:
+    """Feed pages read once for every follower of this process that asks at the same time.
+
+    A process follows its feed several times over (the read model, the event fan-out, a
+    worker), and one notice wakes them all: each would read and decode the same page in
+    a thread of its own. A follower asking for a page that is being read already, with
+    no notice since that read began, waits for it instead: everything notified before
+    the read began is in it, and anything later comes with a notice of its own. Only
+    reads in flight are shared, so a rescan always reads the files again.
+    """
+
+    def __init__(
+        self, read_all: Callable[[int, int], Awaitable[list[RecordedEvent]]], notifier: Notifier
+    ) -> None:
+        self._read_all = read_all
+        self._notifier = notifier
+        self._flights: dict[tuple[int, int, int], _Flight] = {}
+
+    async def read(self, from_position: int, limit: int) -> list[RecordedEvent]:
+        key = (from_position, limit, self._notifier.generation)
+        flight = self._flights.get(key)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.events is not None:
+                return flight.events
+            return await self._read_all(from_position, limit)  # the first reader failed
+        flight = self._flights[key] = _Flight()
+        try:
+            flight.events = await self._read_all(from_position, limit)
+            return flight.events
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+
+class _Flight:
+    __slots__ = ("done", "events")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.events: list[RecordedEvent] | None = None
+
+
 async def follow_feed(
     read_all: Callable[[int, int], Awaitable[list[RecordedEvent]]],
     notifier: Notifier,

@@ -1,0 +1,115 @@
+"""Followers of one process share feed reads that are in flight, and miss nothing by it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from eventstore.filestore import open_file_store
+from eventstore.follow import Notifier, SharedReads
+from eventstore.records import RecordedEvent
+from eventstore.store import NO_STREAM
+from tests.eventstore.helpers import job_stream, requested
+
+pytestmark = pytest.mark.anyio
+
+APPENDS = 20
+
+
+async def _reads_while_following(
+    data: Path, followers: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, list[list[int]]]:
+    """Feed reads made while `followers` follow APPENDS appends, and what each saw."""
+    async with open_file_store(data) as store:
+        reads = 0
+        real = store.log.read_all
+
+        def counted(from_position: int, limit: int) -> list[RecordedEvent]:
+            nonlocal reads
+            reads += 1
+            return real(from_position, limit)
+
+        monkeypatch.setattr(store.log, "read_all", counted)
+        seen: list[list[int]] = [[] for _ in range(followers)]
+
+        async def follow(into: list[int]) -> None:
+            async for event in store.follow(1):
+                into.append(event.position)
+                if len(into) == APPENDS:
+                    return
+
+        async with anyio.create_task_group() as tg:
+            for into in seen:
+                tg.start_soon(follow, into)
+            await anyio.sleep(0.05)  # all wait at the head
+            reads = 0
+            for _ in range(APPENDS):
+                await store.append(job_stream(), [requested()], NO_STREAM)
+        return reads, seen
+
+
+async def test_followers_woken_together_read_each_page_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alone, _ = await _reads_while_following(tmp_path / "one", 1, monkeypatch)
+    together, seen = await _reads_while_following(tmp_path / "three", 3, monkeypatch)
+    assert seen == [list(range(1, APPENDS + 1))] * 3
+    assert together <= alone + APPENDS // 2  # not three times as many
+
+
+async def test_a_read_begun_before_a_notice_is_not_shared_after_it() -> None:
+    notifier = Notifier()
+    started = anyio.Event()
+    release = anyio.Event()
+    calls: list[int] = []
+
+    async def read_all(from_position: int, limit: int) -> list[RecordedEvent]:
+        calls.append(notifier.generation)
+        started.set()
+        await release.wait()
+        return []
+
+    shared = SharedReads(read_all, notifier)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(shared.read, 1, 10)
+        await started.wait()
+        tg.start_soon(shared.read, 1, 10)  # same generation: joins the read in flight
+        await anyio.sleep(0.01)
+        notifier.notify()  # an append was notified: a later reader must read again
+        tg.start_soon(shared.read, 1, 10)
+        await anyio.sleep(0.01)
+        release.set()
+    assert calls == [0, 1]
+
+
+async def test_a_failed_read_is_retried_by_each_waiting_follower() -> None:
+    notifier = Notifier()
+    started = anyio.Event()
+    calls = 0
+
+    async def read_all(from_position: int, limit: int) -> list[RecordedEvent]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            started.set()
+            await anyio.sleep(0.02)
+            raise OSError("disk went away")
+        return []
+
+    shared = SharedReads(read_all, notifier)
+    answers: list[object] = []
+
+    async def reader() -> None:
+        try:
+            answers.append(await shared.read(1, 10))
+        except OSError as exc:
+            answers.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await started.wait()
+        tg.start_soon(reader)
+    assert [type(a) for a in answers] == [OSError, list]
+    assert calls == 2
