@@ -103,7 +103,9 @@ class FileStore(EventStore):
         if self._start_watcher is not None:  # the first follower starts the one watcher
             self._start_watcher()
             self._start_watcher = None
-        return follow_feed(self._shared.read, self._notifier, from_position, self._rescan)
+        return follow_feed(
+            self.read_all, self._notifier, from_position, self._rescan, shared=self._shared
+        )
 
     async def aclose(self) -> None:
         await self._run(self._committer.stop)

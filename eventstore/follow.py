@@ -47,7 +47,7 @@ class SharedReads:
     a thread of its own. A follower asking for a page that is being read already, with
     no notice since that read began, waits for it instead: everything notified before
     the read began is in it, and anything later comes with a notice of its own. Only
-    reads in flight are shared, so a rescan always reads the files again.
+    reads in flight are shared; `follow_feed` does not share a rescan's read.
     """
 
     def __init__(
@@ -88,14 +88,25 @@ async def follow_feed(
     from_position: int,
     rescan_seconds: float,
     page: int = 1000,
+    *,
+    shared: SharedReads | None = None,
 ) -> AsyncIterator[RecordedEvent]:
-    """Yield every event from `from_position` on, then wait for notices or the rescan timer."""
+    """Yield every event from `from_position` on, then wait for notices or the rescan timer.
+
+    With `shared`, reads after a notice may share another follower's read in flight; a
+    rescan (the timer ran out with no notice) reads for itself, since it is there for the
+    appends whose notice was lost.
+    """
     position = from_position
+    rescan = False
     while True:
         seen = notifier.generation
-        events = await read_all(position, page)
+        read = read_all if shared is None or rescan else shared.read
+        events = await read(position, page)
         for event in events:
             yield event
             position = event.position + 1
+        rescan = False
         if len(events) < page:
             await notifier.wait(seen, rescan_seconds)
+            rescan = notifier.generation == seen

@@ -55,8 +55,10 @@ class JsonBody(Response):
         self.status_code = status
         self.background = None
         self.body = body
-        raw = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
-        if headers:
+        raw = [(b"content-type", b"application/json")]
+        if status >= 200 and status not in (204, 304):  # as Starlette: these carry no body
+            raw.append((b"content-length", b"%d" % len(body)))
+        if headers:  # never Content-Type or Content-Length: those are set here
             raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self.raw_headers = raw
 

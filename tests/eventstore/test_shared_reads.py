@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from eventstore.filestore import open_file_store
-from eventstore.follow import Notifier, SharedReads
+from eventstore.follow import Notifier, SharedReads, follow_feed
 from eventstore.records import RecordedEvent
 from eventstore.store import NO_STREAM
 from tests.eventstore.helpers import job_stream, requested
@@ -113,3 +113,34 @@ async def test_a_failed_read_is_retried_by_each_waiting_follower() -> None:
         tg.start_soon(reader)
     assert [type(a) for a in answers] == [OSError, list]
     assert calls == 2
+
+
+async def test_reads_after_a_notice_are_shared_and_rescans_read_for_themselves() -> None:
+    """A rescan is there for appends whose notice was lost: joining a read that began
+    before such an append would miss it for another rescan period."""
+    notifier = Notifier()
+    calls: list[str] = []
+
+    async def own(from_position: int, limit: int) -> list[RecordedEvent]:
+        calls.append("own")
+        return []
+
+    async def via_shared(from_position: int, limit: int) -> list[RecordedEvent]:
+        calls.append("shared")
+        return []
+
+    feed = follow_feed(own, notifier, 1, 0.01, shared=SharedReads(via_shared, notifier))
+
+    async def consume() -> None:
+        async for _ in feed:
+            pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.sleep(0.1)  # the first read, then rescans only
+        notifier.notify()
+        await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
+    assert calls[0] == "shared"  # the first read: nothing was missed before it
+    rescans = calls[1 : calls.index("shared", 1)]
+    assert len(rescans) >= 3 and set(rescans) == {"own"}
