@@ -29,6 +29,7 @@ from eventstore.records import uuid7
 from eventstore.verify import verify
 from service import operator
 from service.auth import Principal, issue_token, load_or_create_secret
+from service.operator import StoreUnavailable, chosen_store, store_flag
 from service.operator.prune import prune_periodically
 from service.serve import ServedApp
 from service.settings import Settings, SettingsError, from_env, parse_duration, with_handlers
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         "missing. Any number of serve processes may share one data directory.",
     )
     serve.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
+    store_flag(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
@@ -98,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         "processes may share one data directory; each job attempt is claimed by one.",
     )
     work.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
+    store_flag(work)
     work.add_argument("--concurrency", type=int, default=4, help="jobs run at once (default 4)")
     work.add_argument("--burst", action="store_true", help="run what is due, then exit 0")
     work.add_argument(
@@ -112,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         "secret is JOBTRAIL_SECRET, or the one kept in the data directory.",
     )
     token.add_argument("--data", default=default_data, help="data directory (JOBTRAIL_DATA)")
+    store_flag(token)
     token.add_argument("--site", required=True, help="the site the token is for")
     token.add_argument("--user", required=True, help="the user the token names")
     token.add_argument("--role", choices=["member", "admin"], default="member", help="role")
@@ -142,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
+        chosen_store(args, argv if argv is not None else sys.argv[1:])
         if args.command == "demo":
             if args.jobs < 1:
                 print("jobtrail: --jobs must be at least 1", file=sys.stderr)
@@ -164,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             return _token(args)
         return 2  # argparse lets no other command through
-    except (SettingsError, HandlersError) as exc:
+    except (SettingsError, HandlersError, StoreUnavailable) as exc:
         print(f"jobtrail: {exc}", file=sys.stderr)
         return 2
     except NotADataDirectory as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 COMMANDS: Final[dict[str, str]] = {
@@ -39,6 +39,40 @@ class Command(Protocol):
 DATA_HELP: Final = "data directory (JOBTRAIL_DATA, ./jobtrail-data)"
 
 
+STORE_HELP: Final = (
+    "a postgresql:// URL of a shared store (JOBTRAIL_STORE); this version has only the file "
+    "store, so it answers with exit 2: use --data"
+)
+
+
+class StoreUnavailable(Exception):
+    """A store was chosen (`--store`, `JOBTRAIL_STORE`) that this version cannot open."""
+
+
+def store_flag(parser: argparse.ArgumentParser) -> None:
+    """`--store URL`, as API.md section 5 names it beside `--data`."""
+    parser.add_argument("--store", metavar="URL", help=STORE_HELP)
+
+
+def chosen_store(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """Refuse a store other than a data directory, rather than quietly use `--data`'s.
+
+    `--store` or `JOBTRAIL_STORE` (which an explicit `--data` overrides: flags win) name
+    PostgreSQL, which comes with its own issue; a user who set it must not find their
+    jobs in ./jobtrail-data instead.
+    """
+    url = getattr(args, "store", None)
+    data_given = any(a == "--data" or a.startswith("--data=") for a in argv)
+    if url is None and not data_given:
+        url = os.environ.get("JOBTRAIL_STORE") or None
+    if url is not None:
+        shown = url.split("@")[-1]  # never echo a password
+        raise StoreUnavailable(
+            f"the store {shown!r} (--store or JOBTRAIL_STORE) cannot be opened: this version "
+            "has only the file store; use --data DIR and unset JOBTRAIL_STORE"
+        )
+
+
 def command_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -59,6 +93,7 @@ def command_parser(
     parser.add_argument(
         "--data", default=os.environ.get("JOBTRAIL_DATA", "./jobtrail-data"), help=data_help
     )
+    store_flag(parser)
     return parser
 
 
