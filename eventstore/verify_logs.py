@@ -26,6 +26,9 @@ from eventstore.layout import SHARDS, Layout
 WHOLE_FILE: Final = 1 << 20
 """Logs shorter than this are read in one call, nearly all of them: one or a few records."""
 
+LARGE_FILE: Final = 64 << 20
+"""Logs up to this size are read whole; larger ones `verify` walks a chunk at a time."""
+
 GONE: Final = -1
 """`LogSeen.size` of a log removed between the listing and its reading."""
 
@@ -122,11 +125,18 @@ def _read(dir_fd: int, name: str, stream: str, buf: bytearray) -> LogSeen:
     fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
     try:
         size = os.preadv(fd, [buf], 0)
+        data: bytes | bytearray = buf
+        if size == len(buf):  # a large log (a site's usage): read whole if it is not huge
+            size = os.fstat(fd).st_size
+            if size > LARGE_FILE:
+                return LogSeen(stream, size)
+            data = os.pread(fd, size, 0)
+            size = len(data)
     finally:
         os.close(fd)
-    if size >= len(buf) or size < len(_HEAD) or not buf.startswith(_HEAD):
+    if size < len(_HEAD) or not data.startswith(_HEAD):
         return LogSeen(stream, size)
-    payloads, end, _ = framewalk.chain(buf, len(_HEAD), size, 1)
+    payloads, end, _ = framewalk.chain(data, len(_HEAD), size, 1)
     if end != size:
         return LogSeen(stream, size)
     crc32 = zlib.crc32

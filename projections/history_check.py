@@ -83,13 +83,12 @@ class HistoryCheck:
         # Per job stream: its state; or, before `requested`, the version reached (an int);
         # _OTHER_SITE or, for any other stream, _NO_JOB.
         self._jobs: dict[str, _Job | int | bool] = {}
+        self._skipped = 0  # of them _OTHER_SITE or _NO_JOB
 
     @property
     def jobs(self) -> int:
         """How many job streams were checked."""
-        return sum(
-            1 for state in self._jobs.values() if state is not _NO_JOB and state != _OTHER_SITE
-        )
+        return len(self._jobs) - self._skipped
 
     def check(self, events: Iterable[Recorded]) -> None:
         """Fold a page of the feed in; findings accumulate in `findings`."""
@@ -127,12 +126,14 @@ class HistoryCheck:
         stream = e.stream
         if not stream.startswith("job:"):
             self._jobs[stream] = _NO_JOB
+            self._skipped += 1
             if tag == "job_pruned":
                 self._forget(event.job_id)
             return 0
         if state is None and self.site is not None:
             if not (tag == "requested" and event.site_id == self.site):
                 self._jobs[stream] = _OTHER_SITE
+                self._skipped += 1
                 return 0
         version = state or 0
         now = e.version
@@ -151,7 +152,8 @@ class HistoryCheck:
         A prune that died half way leaves some of the job's events and not others.
         """
         stream = f"job:{job_id}"
-        self._jobs.pop(stream, None)
+        if self._jobs.pop(stream, None) == _OTHER_SITE:
+            self._skipped -= 1
         self.findings = [f for f in self.findings if f.where != stream]
 
     def _add(self, kind: str, where: str, detail: str) -> None:

@@ -161,14 +161,11 @@ def check(
 
 
 def _with_progress(rules: HistoryCheck, bar: Bar) -> Callable[[list[RuleEnvelope]], None]:
-    """`rules.check`, moving the bar on every 1,024 records."""
-    records = 0
+    """`rules.check`, moving the bar after each chunk of the feed it is handed."""
 
     def check(events: list[RuleEnvelope]) -> None:
-        nonlocal records
         rules.check(events)
-        records += 1
-        if not records & 1023 and events:
+        if events:
             bar.update(events[-1].position)
 
     return check
