@@ -11,6 +11,7 @@ itself. Reading no feed, this can run in another process while `verify` walks th
 from __future__ import annotations
 
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,10 @@ BAD_NAME: Final = -2
 
 _HEAD: Final = framing.file_header(framing.KIND_STREAM)
 _SHARDS: Final = tuple(f"{shard:02x}" for shard in range(SHARDS))
+_JOB_LOG: Final = re.compile(
+    r"job\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.log"
+)
+"""The file name of a valid job stream's log: `streams.job` of a lowercase UUID."""
 
 
 class LogSeen(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -111,10 +116,14 @@ def _listing(layout: Layout) -> Iterator[tuple[str, str, list[str]]]:
 def _stream_of(name: str, shard: str, base: str) -> str:
     """`Layout.stream_of` on a file name: InvalidId unless the log is where it belongs.
 
-    As `Layout.stream_file`, without building the path: a valid name, in its shard.
+    As `Layout.stream_file`, without building the path: a valid name, in its shard. A
+    job's log (most of them) is told valid by one pattern, the rest by `streams.parse`.
     """
-    stream = ":".join(name[: -len(".log")].split("."))
-    streams.parse(stream)
+    if _JOB_LOG.fullmatch(name) is not None:
+        stream = f"{streams.JOB}:{name[4:-4]}"
+    else:
+        stream = ":".join(name[: -len(".log")].split("."))
+        streams.parse(stream)
     if ":" in name or _SHARDS[zlib.crc32(stream.encode()) % SHARDS] != shard:
         raise InvalidId(f"stream log in the wrong place: {base}/{name}")
     return stream
