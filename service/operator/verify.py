@@ -1,31 +1,35 @@
 """`jobtrail verify`: the store-wide check of API.md section 5, and the job rules over it.
 
-Two passes, both read-only and lock-free, so it runs beside live processes: the store
+Two checks, both read-only and lock-free, so it runs beside live processes: the store
 check (`eventstore.verify`: damage, gaps, torn tails, feed/stream disagreement) and the
 rule check (`projections.history_check` over the feed: illegal transitions, gaps in job
-streams). A torn tail set aside after a crash is reported as `info` and is not a failure.
+streams), in one walk of the feed. A torn tail set aside after a crash is reported as
+`info` and is not a failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
-from contextlib import AbstractContextManager, closing, nullcontext
+from collections.abc import Callable
+from contextlib import closing, nullcontext
 from pathlib import Path
+from typing import Final, Self
 
 import msgspec
-from rich.console import Console
 
 from eventstore import streams
 from eventstore.errors import InvalidId, StorageError
 from eventstore.filelog import FileLog
 from eventstore.layout import Layout, NotADataDirectory
-from eventstore.verify import Finding, Report
+from eventstore.verify import FeedHook, Finding, Report, verify
+from eventstore.verify_logs import LogsSeen
 from projections.history_check import HistoryCheck
+from projections.rule_events import RULE_ENVELOPES, RuleEnvelope
 from service.operator import command_parser
 from service.operator.feedscan import (
     Bar,
-    Partner,
     head_hint,
     open_feed,
     scan_feed,
@@ -120,8 +124,11 @@ def check(
 ) -> Result:
     """Both checks; raises NotADataDirectory, never an error about what it finds.
 
-    With `parallel` (by default: for a large feed, with two CPUs) the store check runs in
-    a second process while this one checks the rules.
+    One walk of the feed serves both: each record is decoded once (`rule_events`) for the
+    store check and the rules. With `parallel` (by default: for a large feed, with two
+    CPUs) a second process reads the stream logs meanwhile (`eventstore.verify_logs`).
+    Where the feed is damaged, or a file cannot be read, both checks run again the plain
+    way, which says exactly how far the rules got.
     """
     show = sys.stderr.isatty() if show_progress is None else show_progress
     Layout(settings.data).require()
@@ -133,21 +140,78 @@ def check(
         notes.append(Finding("error", "bad_file", "feed", f"job rules not checked: {exc}"))
         return _merge(store_check(settings.data), rules, notes)
     with closing(log):
-        if parallel if parallel is not None else worth_parallel(log):
-            with Partner(Report, "store-check", str(settings.data)) as partner:
-                _check_rules(log, rules, notes, head_hint(log), show)
-                with _status("finishing the store check", show):
-                    found = partner.result()
-            report = found if found is not None else store_check(settings.data)
-        else:
-            with _status("checking the store's logs", show):
-                report = store_check(settings.data)
+        use_partner = parallel if parallel is not None else worth_parallel(log)
+        report: Report | None = None
+        with (
+            _LogsReader(settings.data) if use_partner else nullcontext(None) as partner,
+            Bar("checking the store and the job rules", head_hint(log), show=show) as bar,
+        ):
+            hook = FeedHook(RULE_ENVELOPES, _with_progress(rules, bar) if show else rules.check)
+            try:
+                report = verify(settings.data, hook=hook, logs=partner.result if partner else None)
+            except NotADataDirectory:
+                raise
+            except (OSError, msgspec.DecodeError):
+                pass  # a file went or cannot be read, or a record does not decode
+        if report is None or not hook.whole:
+            report = report if report is not None else store_check(settings.data)
+            rules = HistoryCheck(settings.site)
             _check_rules(log, rules, notes, report.events, show)
     return _merge(report, rules, notes)
 
 
-def _status(what: str, show: bool) -> AbstractContextManager[object]:
-    return Console(stderr=True).status(what) if show else nullcontext()
+def _with_progress(rules: HistoryCheck, bar: Bar) -> Callable[[list[RuleEnvelope]], None]:
+    """`rules.check`, moving the bar after each chunk of the feed it is handed."""
+
+    def check(events: list[RuleEnvelope]) -> None:
+        rules.check(events)
+        if events:
+            bar.update(events[-1].position)
+
+    return check
+
+
+class _LogsReader:
+    """`python -m eventstore.verify_logs DATA` in a second process, started at once.
+
+    A plain child process rather than multiprocessing, as `feedscan.Partner`: nothing of
+    this process is re-imported or forked. Its answer is msgpack on its stdout.
+    """
+
+    def __init__(self, data: Path) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "eventstore.verify_logs", str(data)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def result(self) -> LogsSeen | None:
+        """The stream logs as the child read them; None if it failed (then read them here)."""
+        out, err = self._proc.communicate()
+        why = f"exit status {self._proc.returncode}"
+        if self._proc.returncode == 0:
+            try:
+                return _LOGS.decode(out)
+            except msgspec.DecodeError as exc:
+                why = str(exc)
+        last = "".join(err.decode(errors="replace").strip().splitlines()[-1:])
+        print(
+            f"jobtrail: a second process failed ({why}{': ' if last else ''}{last}); "
+            "doing its part in this one",
+            file=sys.stderr,
+        )
+        return None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc.poll() is None:  # left early (an error, ^C): end it, by its own pid
+            self._proc.kill()
+            self._proc.communicate()
+
+
+_LOGS: Final = msgspec.msgpack.Decoder(LogsSeen)
 
 
 def _check_rules(

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -227,6 +228,59 @@ def test_the_parallel_check_finds_what_the_serial_one_does(
     assert serial == parallel and not serial.ok
     captured = capsys.readouterr()
     assert captured.out == "" and "failed" not in captured.err, "the second process did its part"
+
+
+def _log_of(store: Built, job: str) -> Path:
+    return FileLog(store.data, create=False, readonly=True).layout.stream_path(streams.job(job))
+
+
+def _cut(path: Path, n: int) -> None:
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size - n)
+
+
+def _grow(path: Path, data: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(data)
+
+
+DAMAGE: dict[str, Callable[[Built], object]] = {
+    "stream log bit flip": lambda s: flip(_log_of(s, s.completed), 100),
+    "stream log torn": lambda s: _cut(_log_of(s, s.completed), 7),
+    "stream log garbage": lambda s: _grow(_log_of(s, s.completed), b"\x54\x4a\x01"),
+    "stream log gone": lambda s: _log_of(s, s.completed).unlink(),
+    "stream log of another": lambda s: _log_of(s, s.cancelled).write_bytes(
+        _log_of(s, s.other_site).read_bytes()
+    ),
+    "stray file": lambda s: (s.data / "streams" / "00" / "job.not-a-uuid.log").write_bytes(b""),
+    "feed bit flip": lambda s: flip(s.data / "feed" / "feed.log", 1000),
+    "feed torn": lambda s: _cut(s.data / "feed" / "feed.log", 5),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_the_parallel_check_finds_what_the_serial_one_does_in_damaged_stores(
+    store: Built, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    DAMAGE[damage](store)
+    settings = verify.VerifySettings(store.data)
+    serial = verify.check(settings, parallel=False, show_progress=False)
+    parallel = verify.check(settings, parallel=True, show_progress=False)
+    assert serial == parallel
+    assert serial.findings, "the damage is found"
+    assert "failed" not in capsys.readouterr().err, "the second process did its part"
+
+
+def test_the_parallel_check_beside_a_live_appender_passes(store: Built) -> None:
+    child = _appender(store.data, 300, 2)
+    try:
+        result = verify.check(verify.VerifySettings(store.data), parallel=True)
+        still_running = child.poll() is None
+    finally:
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert result.ok, result.findings
+    assert still_running, "the appender finished before verify did: make it append more"
 
 
 @pytest.mark.parametrize(

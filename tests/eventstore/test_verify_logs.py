@@ -1,0 +1,69 @@
+"""`verify_logs` reads the stream logs as `verify` did: same names accepted, same sums."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import pytest
+
+from eventstore.errors import InvalidId
+from eventstore.layout import SHARDS, Layout
+from eventstore.verify_logs import _stream_of
+
+UUID = "01a24f2b-8d33-7f35-8c48-3f2132ed0e3f"
+
+
+def _reference(layout: Layout, name: str, shard: str) -> str:
+    """What `verify` did before: the name as a stream, then `Layout.stream_file` of it."""
+    path = f"{layout.streams}/{shard}/{name}"
+    stream = ":".join(name[: -len(".log")].split("."))
+    if layout.stream_file(stream) != path:
+        raise InvalidId(f"stream log in the wrong place: {path}")
+    return stream
+
+
+def _shard(name: str) -> str:
+    stream = ":".join(name[:-4].split("."))
+    return f"{zlib.crc32(stream.encode()) % SHARDS:02x}"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"job.{UUID}.log",
+        f"job.{UUID.upper()}.log",
+        f"job.{UUID[:-1]}.log",
+        f"job.{UUID}x.log",
+        f"job:{UUID}.log",
+        f"job.{UUID}.extra.log",
+        "job.not-a-uuid.log",
+        "usage.site-1.2026-11.log",
+        "usage.site-1.2026-13.log",
+        "lead.site-1.lead_7.log",
+        "site.site-1.log",
+        "pruned.site-1.log",
+        "idem.site-1.user-1.abc.log",
+        "other.site-1.log",
+        "site.a:b.log",
+    ],
+)
+@pytest.mark.parametrize("right_shard", [True, False])
+def test_a_log_name_is_judged_as_stream_file_judges_it(
+    tmp_path: Path, name: str, right_shard: bool
+) -> None:
+    layout = Layout(tmp_path)
+    shard = _shard(name) if right_shard else f"{(int(_shard(name), 16) + 1) % SHARDS:02x}"
+    base = f"{layout.streams}/{shard}"
+    try:
+        want: str | Exception = _reference(layout, name, shard)
+    except InvalidId as exc:
+        want = exc
+    try:
+        got: str | Exception = _stream_of(name, shard, base)
+    except InvalidId as exc:
+        got = exc
+    if isinstance(want, Exception):
+        assert isinstance(got, InvalidId) and str(got) == str(want)
+    else:
+        assert got == want
