@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from eventstore.errors import InvalidId
+from eventstore.filelog import FileLog
 from eventstore.layout import SHARDS, Layout
-from eventstore.verify_logs import _stream_of
+from eventstore.verify import verify
+from eventstore.verify_logs import _stream_of, logs_seen
+from tests.eventstore.test_prune import SMALL_SEGMENT, build, prune_batch
 
 UUID = "01a24f2b-8d33-7f35-8c48-3f2132ed0e3f"
 
@@ -67,3 +70,16 @@ def test_a_log_name_is_judged_as_stream_file_judges_it(
         assert isinstance(got, InvalidId) and str(got) == str(want)
     else:
         assert got == want
+
+
+def test_a_log_read_early_and_pruned_since_is_not_reported_pending(tmp_path: Path) -> None:
+    """The second process may read the logs before the feed walk; a prune that removes one
+    in between leaves nothing pending (only a log still there after its tombstone is)."""
+    data = tmp_path / "data"
+    jobs = build(data, 20)
+    seen = logs_seen(Layout(data))
+    log = FileLog(data, segment_bytes=SMALL_SEGMENT)
+    log.prune(prune_batch(jobs[:1]))
+    log.close()
+    assert verify(data).findings == []
+    assert verify(data, logs=lambda: seen).findings == []
