@@ -437,3 +437,7 @@ class JobTable:
         state = _DECODER.decode(data)
         self._views = {v.job_id: v for v in state.views}
         self._pruned = state.pruned
+
+    def restore(self, views: dict[str, JobView], pruned: dict[str, PrunedJob]) -> None:
+        """Take over views folded elsewhere: a rebuild's `job_rebuild.JobRebuild`."""
+        self._views, self._pruned = views, pruned

@@ -90,14 +90,7 @@ def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | Non
         category, parts = streams.parse(recorded.stream)
         if category != streams.LEAD:
             return None
-        return LeadView(
-            site_id=parts[0],
-            lead_id=parts[1],
-            fields=event.fields,
-            created_at=at,
-            updated_at=at,
-            version=recorded.version,
-        )
+        return _saved_first(parts[0], parts[1], event, recorded)
     match event:
         case LeadSaved(fields=fields):
             return replace(view, fields=fields, updated_at=at, version=recorded.version)
@@ -152,6 +145,19 @@ def apply_lead(view: LeadView | None, recorded: RecordedEvent) -> LeadView | Non
             assert_never(event)
 
 
+def _saved_first(site_id: str, lead_id: str, event: LeadSaved, recorded: RecordedEvent) -> LeadView:
+    """A new lead: its first `LeadSaved`, in the stream of (site_id, lead_id)."""
+    at = recorded.recorded_at
+    return LeadView(
+        site_id=site_id,
+        lead_id=lead_id,
+        fields=event.fields,
+        created_at=at,
+        updated_at=at,
+        version=recorded.version,
+    )
+
+
 async def load_lead(store: EventStore, site_id: str, lead_id: str) -> LeadView | None:
     """The lead folded from its own stream, so every process (serve, worker) reads it current."""
     view: LeadView | None = None
@@ -166,14 +172,19 @@ def _without(documents: tuple[LeadDocument, ...], document_id: str) -> tuple[Lea
 
 def lead_of_job(event: JobRequested) -> tuple[str, str] | None:
     """The (site, lead) an evaluation job is for, or None for another job type."""
-    lead_id = event.metadata.get("lead_id")
-    if event.job_type != EVALUATION_JOB_TYPE or not isinstance(lead_id, str):
+    if event.job_type != EVALUATION_JOB_TYPE:
         return None
-    return (event.site_id, lead_id)
+    lead_id = event.metadata.get("lead_id")
+    return (event.site_id, lead_id) if isinstance(lead_id, str) else None
 
 
 class _State(msgspec.Struct, frozen=True):
     leads: list[LeadView]
+
+
+_OF_A_LEAD: Final = (LeadSaved, DocumentAdded, DocumentRemoved, LeadEvaluated)
+"""Events of a lead's own stream, as a tuple built once: `A | B` in the fold built a union
+per call (6% of a replay)."""
 
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
@@ -200,26 +211,44 @@ class LeadTable:
     def apply(self, recorded: RecordedEvent) -> None:
         """Fold one feed event in; events that concern no lead are ignored."""
         event = recorded.event
-        if not isinstance(event, self.folds):
-            return  # the common case: most of the feed is job events
-        if isinstance(event, LeadSaved | DocumentAdded | DocumentRemoved | LeadEvaluated):
-            category, parts = streams.parse(recorded.stream)
-            if category != streams.LEAD:
+        if isinstance(event, JobRequested):  # the most common of those folded here
+            of_job = lead_of_job(event)
+            if of_job is None:
                 return
-            key = (parts[0], parts[1])
-        elif isinstance(event, JobRequested):
-            found = lead_of_job(event)
-            if found is None:
+            key = of_job
+            view = self._views.get(key)
+        elif isinstance(event, _OF_A_LEAD):
+            known = self._known(recorded.stream)
+            if known is not None:
+                key, view = known
+            else:  # a new lead, or a stream of another kind: the name checked in full
+                category, parts = streams.parse(recorded.stream)
+                if category != streams.LEAD or not isinstance(event, LeadSaved):
+                    return  # no lead's (or `apply_lead` makes none of it)
+                key = (parts[0], parts[1])
+                self._views[key] = _saved_first(parts[0], parts[1], event, recorded)
                 return
-            key = found
         elif isinstance(event, JobPruned):
             self._forget(event)
             return
         else:
-            return
-        view = apply_lead(self._views.get(key), recorded)
+            return  # the common case: most of the feed is job events
+        view = apply_lead(view, recorded)
         if view is not None:
             self._views[key] = view
+
+    def _known(self, stream: str) -> tuple[tuple[str, str], LeadView] | None:
+        """The key and view of an existing lead's stream, without validating its name again.
+
+        A view's ids were valid when it was made (they hold no ":"), so a stream that finds
+        one this way is exactly that lead's canonical name.
+        """
+        category, _, rest = stream.partition(":")
+        if category != streams.LEAD:
+            return None
+        site_id, _, lead_id = rest.partition(":")
+        view = self._views.get((site_id, lead_id))
+        return ((site_id, lead_id), view) if view is not None else None
 
     def _forget(self, event: JobPruned) -> None:
         """A pruned job is no lead's latest job any more: as in a rebuild without its events.

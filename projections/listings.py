@@ -106,8 +106,22 @@ class _IndexState(msgspec.Struct, frozen=True, array_like=True):
     ids: list[str]
 
 
+class _PackedIndex(msgspec.Struct, frozen=True, array_like=True):
+    site_id: str
+    user_id: str | None
+    job_type: str | None
+    positions: bytes  # array("q"), machine byte order
+    ids: bytes  # array("i") of indexes into `_Packed.ids`
+
+
+class _Packed(msgspec.Struct, frozen=True, array_like=True):
+    ids: list[str]  # every job id of the indexes, once
+    indexes: list[_PackedIndex]
+
+
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(list[_IndexState])
+_PACKED: Final = msgspec.msgpack.Decoder(_Packed)
 
 
 class JobListings:
@@ -204,6 +218,35 @@ class JobListings:
             positions = array("q")
             positions.frombytes(s.positions)
             indexes[(s.site_id, s.user_id, s.job_type)] = _Index(positions, self._shared(s.ids))
+        self._indexes = indexes
+
+    def pack(self) -> bytes:
+        """The state for `unpack` in another process of this machine: each job id once.
+
+        A job is in four indexes (site, user, type, both), so `load` decodes and looks up
+        every id four times (0.5 s for 170,000 jobs); `unpack` does so once per job.
+        """
+        number: dict[str, int] = {}
+        indexes = []
+        for (site, user, kind), index in self._indexes.items():
+            ids = array("i", [number.setdefault(job_id, len(number)) for job_id in index.ids])
+            indexes.append(_PackedIndex(site, user, kind, index.positions.tobytes(), ids.tobytes()))
+        return _ENCODER.encode(_Packed(list(number), indexes))
+
+    def unpack(self, data: bytes) -> None:
+        """Load a `pack`; load the job table first, as for `load`."""
+        packed = _PACKED.decode(data)
+        ids = self._shared(packed.ids)
+        indexes: dict[IndexKey, _Index] = {}
+        for s in packed.indexes:
+            positions, numbers = array("q"), array("i")
+            positions.frombytes(s.positions)
+            numbers.frombytes(s.ids)
+            if len(numbers) != len(positions):
+                raise msgspec.DecodeError("a packed listing index is damaged")
+            indexes[(s.site_id, s.user_id, s.job_type)] = _Index(
+                positions, [ids[n] for n in numbers]
+            )
         self._indexes = indexes
 
     def _shared(self, ids: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Generic, Self, TypeVar
+from typing import Final, Generic, Protocol, Self, TypeVar
 
 import msgspec
 from rich.console import Console
@@ -35,6 +35,7 @@ from eventstore.filelog import FileLog
 from eventstore.layout import Layout, NotADataDirectory, decode_mark
 from eventstore.records import RecordedEvent
 from eventstore.verify import Finding, Report, verify
+from projections.listings import JobListings
 from projections.model import ReadModel
 from projections.runner import Projection
 
@@ -118,6 +119,7 @@ def scan_feed(
     until: int | None = None,
     until_time: datetime | None = None,
     bar: Bar | None = None,
+    batch: int = 1,
 ) -> Scan:
     """Hand every event of the feed to `on_page`, one record's events at a time, in order.
 
@@ -126,37 +128,49 @@ def scan_feed(
     (whatever files the feed is kept in): per record, only the decode and the call. Its
     CorruptionError (the valid prefix ends before the feed's mark: damage, not an append
     in flight) and an undecodable record end the scan with `damage` set.
+
+    With `batch` > 1, a page holds that many records' events (for a fold that does not
+    care where a record ends: a call per record cost a rebuild 4%); the events read
+    before damage are still all handed on.
     """
     scan = Scan()
     limit = until if until is not None else 1 << 62
-    events: list[RecordedEvent] = []  # the last page handed on
+    held: list[RecordedEvent] = []  # read, not handed on yet
+    last_handed: RecordedEvent | None = None
     records = count = 0
     try:
         for page in log.iter_all(1):
             last = page[-1]
             if last.position > limit or (until_time is not None and last.recorded_at > until_time):
-                page = [
+                held += [
                     e
                     for e in page
                     if e.position <= limit and (until_time is None or e.recorded_at <= until_time)
                 ]
-                if page:
-                    on_page(page)
-                    count += len(page)
-                    events = page
                 break
-            events = page
-            on_page(page)
-            count += len(page)
             records += 1
+            if batch == 1:
+                on_page(page)
+                count += len(page)
+                last_handed = last
+            else:
+                held += page
+                if not records % batch:
+                    on_page(held)
+                    count += len(held)
+                    last_handed, held = last, []
             if not records & 1023 and bar is not None:
                 bar.update(last.position)
     except CorruptionError as exc:
         scan.damage = str(exc)
     except msgspec.DecodeError as exc:  # a record whose checksum holds but does not decode
         scan.damage = f"{log.layout.feed}: undecodable record: {exc}"
-    if events:
-        last = events[-1]
+    if held:
+        on_page(held)
+        count += len(held)
+        last_handed = held[-1]
+    if last_handed is not None:
+        last = last_handed
         scan.position, scan.recorded_at, scan.event_id = last.position, last.recorded_at, last.id
     scan.events = count
     return scan
@@ -196,7 +210,13 @@ def cpu_to_spare(samples: int = 5, gap: float = 0.01) -> bool:
     return others < (os.cpu_count() or 1) - 1
 
 
-def folder(projections: Sequence[Projection]) -> PageFn:
+class Fold(Protocol):
+    """What `folder` calls: a projection, or a rebuild's own fold of one (`JobRebuild`)."""
+
+    def apply(self, recorded: RecordedEvent) -> object: ...
+
+
+def folder(projections: Sequence[Fold]) -> PageFn:
     """Apply each event of a page to every projection, in their order: the plain fold.
 
     A projection that declares the event types it `folds` is not called for the others
@@ -236,13 +256,16 @@ def _skip(recorded: RecordedEvent) -> None:
     """For events no projection folds."""
 
 
-def _folds(projection: Projection, kind: type) -> bool:
+def _folds(projection: Fold, kind: type) -> bool:
     folds: tuple[type, ...] | None = getattr(projection, "folds", None)
     return folds is None or issubclass(kind, folds)
 
 
 class Folded(msgspec.Struct, frozen=True):
-    """Projections folded by a partner process: their dumped states, and how far it went."""
+    """Projections folded by a partner process: their dumped states, and how far it went.
+
+    Listings come as `JobListings.pack()` (load them with `unpack`), the others as `dump()`.
+    """
 
     states: dict[str, bytes]
     scan: Scan
@@ -253,8 +276,13 @@ def fold_part(data: Path, names: Sequence[str], until: int) -> Folded:
     model = ReadModel()
     part = [p for p in model.projections if p.name in names]
     with closing(open_feed(data)) as log:
-        scan = scan_feed(log, folder(part), until=until)
-    return Folded({p.name: p.dump() for p in part}, scan)
+        scan = scan_feed(log, folder(part), until=until, batch=256)
+    return Folded({p.name: _handed(p) for p in part}, scan)
+
+
+def _handed(projection: Projection) -> bytes:
+    """A projection's state for the process that asked: a listing's packed, quicker to load."""
+    return projection.pack() if isinstance(projection, JobListings) else projection.dump()
 
 
 def store_check(data: Path) -> Report:

@@ -25,6 +25,7 @@ from eventstore.errors import InvalidId, StorageError
 from eventstore.filelog import FileLog
 from eventstore.layout import NotADataDirectory
 from projections.checkpoint import FORMAT, Checkpoint, CheckpointUnreadable, read_checkpoint
+from projections.job_rebuild import JobRebuild
 from projections.jobs import JobStatus
 from projections.model import READ_MODEL_CHECKPOINT, ReadModel
 from projections.runner import Projection
@@ -273,8 +274,11 @@ def rebuild(
 ) -> Rebuilt:
     """A read model folded from the feed's start through position `until`.
 
+    Jobs are folded by `JobRebuild` (the job table's rules on mutable drafts, proven equal
+    to the live fold by tests/projections/test_job_rebuild.py), 256 records per call.
     With `parallel` (by default: for a large feed, with a CPU to spare), a second process
-    folds listings and leads while this one folds jobs and usage; both read the feed.
+    folds listings and leads while this one folds jobs and usage; both read the feed. Its
+    listings come packed (`JobListings.pack`), each job id once.
     """
     if isinstance(log, Path):
         with closing(open_feed(log)) as opened:
@@ -282,24 +286,36 @@ def rebuild(
     model = ReadModel()
     if parallel is None:
         parallel = worth_parallel(log) and cpu_to_spare()
-    mine = model.projections
+    jobs = JobRebuild()  # the job table's rules on drafts: no new view per event
+    mine = tuple(jobs if p is model.jobs else p for p in model.projections)
     if parallel:
         mine = tuple(p for p in mine if p.name not in _PARTNER)
     if not parallel:
-        return _rebuilt(model, scan_feed(log, folder(mine), until=until, bar=bar), until)
+        scan = scan_feed(log, folder(mine), until=until, bar=bar, batch=BATCH)
+        jobs.finish(model.jobs)
+        return _rebuilt(model, scan, until)
     with Partner(Folded, "fold", str(log.layout.root), str(until), *_PARTNER) as partner:
-        scan = scan_feed(log, folder(mine), until=until, bar=bar)
+        scan = scan_feed(log, folder(mine), until=until, bar=bar, batch=BATCH)
+        jobs.finish(model.jobs)
         theirs = partner.result()
     if theirs is None:  # the partner failed: fold its part here after all
         theirs = fold_part(log.layout.root, _PARTNER, until)
     for p in model.projections:  # after jobs: listings share the job table's id strings
-        if p.name in theirs.states:
+        if p.name not in theirs.states:
+            continue
+        if p is model.listings:
+            model.listings.unpack(theirs.states[p.name])  # as `feedscan.fold_part` packs it
+        else:
             p.load(theirs.states[p.name])
     if theirs.scan.damage is not None and scan.damage is None:
         scan = theirs.scan
     elif theirs.scan.position != scan.position and scan.damage is None:
         scan.damage = f"the feed changed while it was read (at position {scan.position})"
     return _rebuilt(model, scan, until)
+
+
+BATCH: Final = 256
+"""Records per call of the fold: a rebuild cares for no record's bounds."""
 
 
 def _rebuilt(model: ReadModel, scan: Scan, until: int) -> Rebuilt:
