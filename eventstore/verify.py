@@ -387,7 +387,7 @@ def _compare(
     for log in logs.logs:
         stream = log.stream
         if log.size == BAD_NAME:
-            check.add("error", "bad_file", stream, logs.bad[stream])
+            check.add("error", "bad_file", stream.rpartition("/")[2], logs.bad[stream])
             continue
         streams += 1
         now = get(stream)

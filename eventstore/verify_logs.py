@@ -88,9 +88,9 @@ def logs_seen(layout: Layout) -> LogsSeen:
             for name in names:
                 try:
                     stream = _stream_of(name, shard, base)
-                except InvalidId as exc:
-                    seen.bad[name] = str(exc)
-                    add(LogSeen(name, BAD_NAME))
+                except InvalidId as exc:  # keyed by shard too: one name may be in two
+                    seen.bad[f"{shard}/{name}"] = str(exc)
+                    add(LogSeen(f"{shard}/{name}", BAD_NAME))
                     continue
                 try:
                     add(_read(dir_fd, name, stream, buf))

@@ -83,3 +83,23 @@ def test_a_log_read_early_and_pruned_since_is_not_reported_pending(tmp_path: Pat
     log.close()
     assert verify(data).findings == []
     assert verify(data, logs=lambda: seen).findings == []
+
+
+def test_one_log_name_misplaced_in_two_shards_is_reported_twice_with_each_path(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    build(data, 3)
+    layout = Layout(data)
+    log = next(p for p in layout.stream_files() if p.name.startswith("job."))
+    others = [d for d in sorted(layout.streams.iterdir()) if d != log.parent][:2]
+    for shard in others:
+        (shard / log.name).write_bytes(log.read_bytes())
+    early = logs_seen(layout)
+    for given in (None, early):  # read by the main process; as the second process gives them
+        report = verify(data, logs=None if given is None else lambda: early)
+        bad = [f for f in report.findings if f.kind == "bad_file"]
+        assert sorted(f.where for f in bad) == [log.name, log.name]
+        assert sorted(f.detail for f in bad) == sorted(
+            f"stream log in the wrong place: {shard}/{log.name}" for shard in others
+        )
