@@ -300,16 +300,19 @@ def store_check(data: Path) -> Report:
 
 
 class Partner(Generic[T]):
-    """Half of a pass in another process: `python -m service.operator.feedscan ...`.
+    """Half of a pass in another process: `python -m service.operator.feedscan ...`, or
+    another `module` that answers the same way (`eventstore.verify_logs`).
 
     A plain child process rather than multiprocessing: nothing of this process (its main
     module, its threads) is re-imported or forked. Its answer is msgpack on its stdout.
     """
 
-    def __init__(self, answer: type[T], *argv: str) -> None:
+    def __init__(
+        self, answer: type[T], *argv: str, module: str = "service.operator.feedscan"
+    ) -> None:
         self._answer = answer
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "service.operator.feedscan", *argv],
+            [sys.executable, "-m", module, *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

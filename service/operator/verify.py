@@ -10,12 +10,10 @@ streams), in one walk of the feed. A torn tail set aside after a crash is report
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Callable
 from contextlib import closing, nullcontext
 from pathlib import Path
-from typing import Final, Self
 
 import msgspec
 
@@ -30,6 +28,7 @@ from projections.rule_events import RULE_ENVELOPES, RuleEnvelope
 from service.operator import command_parser
 from service.operator.feedscan import (
     Bar,
+    Partner,
     head_hint,
     open_feed,
     scan_feed,
@@ -143,7 +142,7 @@ def check(
         use_partner = parallel if parallel is not None else worth_parallel(log)
         report: Report | None = None
         with (
-            _LogsReader(settings.data) if use_partner else nullcontext(None) as partner,
+            _logs_reader(settings.data) if use_partner else nullcontext(None) as partner,
             Bar("checking the store and the job rules", head_hint(log), show=show) as bar,
         ):
             hook = FeedHook(RULE_ENVELOPES, _with_progress(rules, bar) if show else rules.check)
@@ -171,47 +170,9 @@ def _with_progress(rules: HistoryCheck, bar: Bar) -> Callable[[list[RuleEnvelope
     return check
 
 
-class _LogsReader:
-    """`python -m eventstore.verify_logs DATA` in a second process, started at once.
-
-    A plain child process rather than multiprocessing, as `feedscan.Partner`: nothing of
-    this process is re-imported or forked. Its answer is msgpack on its stdout.
-    """
-
-    def __init__(self, data: Path) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "eventstore.verify_logs", str(data)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    def result(self) -> LogsSeen | None:
-        """The stream logs as the child read them; None if it failed (then read them here)."""
-        out, err = self._proc.communicate()
-        why = f"exit status {self._proc.returncode}"
-        if self._proc.returncode == 0:
-            try:
-                return _LOGS.decode(out)
-            except msgspec.DecodeError as exc:
-                why = str(exc)
-        last = "".join(err.decode(errors="replace").strip().splitlines()[-1:])
-        print(
-            f"jobtrail: a second process failed ({why}{': ' if last else ''}{last}); "
-            "doing its part in this one",
-            file=sys.stderr,
-        )
-        return None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._proc.poll() is None:  # left early (an error, ^C): end it, by its own pid
-            self._proc.kill()
-            self._proc.communicate()
-
-
-_LOGS: Final = msgspec.msgpack.Decoder(LogsSeen)
+def _logs_reader(data: Path) -> Partner[LogsSeen]:
+    """`python -m eventstore.verify_logs DATA` in a second process, started at once."""
+    return Partner(LogsSeen, str(data), module="eventstore.verify_logs")
 
 
 def _check_rules(
