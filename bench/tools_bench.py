@@ -109,6 +109,7 @@ def _rounds(
 def _replay(ctx: Context, plan: Plan, data: Path, built: Built) -> dict[str, Any]:
     """Events/s of read+decode and of `jobtrail replay`'s rebuild of every projection."""
     times: dict[str, list[float]] = {"read_decode_s": [], "replay_s": []}
+    processes: list[int] = []  # per replay round: 2 when it folded in a second process too
 
     def bare() -> float:
         log = FileLog(data, create=False, readonly=True)
@@ -128,6 +129,7 @@ def _replay(ctx: Context, plan: Plan, data: Path, built: Built) -> dict[str, Any
         _check(n == built.events and jobs == built.jobs, f"replayed {n} events, {jobs} jobs")
         _check(len(rebuilt.model.leads) == built.leads, "replay lost leads")
         times["replay_s"].append(round(seconds, 3))
+        processes.append(rebuilt.processes)
         return n / seconds
 
     runs = _rounds(
@@ -139,6 +141,7 @@ def _replay(ctx: Context, plan: Plan, data: Path, built: Built) -> dict[str, Any
     out: dict[str, Any] = {"events": built.events}
     out.update({name: summary(values) for name, values in runs.items()})
     out.update({name: summary(values) for name, values in times.items()})
+    out["replay_processes"] = processes
     return out
 
 

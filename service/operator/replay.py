@@ -267,6 +267,7 @@ class Rebuilt:
     model: ReadModel
     scan: Scan
     event_id: str | None  # the id of the event at `until`, when the feed has one there
+    processes: int = 1  # 2 when a second process folded listings and leads
 
 
 def rebuild(
@@ -298,6 +299,7 @@ def rebuild(
         scan = scan_feed(log, folder(mine), until=until, bar=bar, batch=BATCH)
         jobs.finish(model.jobs)
         theirs = partner.result()
+    failed = theirs is None
     if theirs is None:  # the partner failed: fold its part here after all
         theirs = fold_part(log.layout.root, _PARTNER, until)
     for p in model.projections:  # after jobs: listings share the job table's id strings
@@ -311,7 +313,9 @@ def rebuild(
         scan = theirs.scan
     elif theirs.scan.position != scan.position and scan.damage is None:
         scan.damage = f"the feed changed while it was read (at position {scan.position})"
-    return _rebuilt(model, scan, until)
+    rebuilt = _rebuilt(model, scan, until)
+    rebuilt.processes = 1 if failed else 2
+    return rebuilt
 
 
 BATCH: Final = 256

@@ -508,6 +508,7 @@ def test_the_parallel_rebuild_equals_the_serial_one(
     assert serial.scan.position == parallel.scan.position == head > 0
     assert serial.model == parallel.model
     assert capsys.readouterr().err == "", "the second process did its part"
+    assert (serial.processes, parallel.processes) == (1, 2)
 
 
 def test_progress_goes_to_standard_error_when_asked_for(
