@@ -23,7 +23,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 
 from eventstore.filestore import FileStore, open_file_store
 from eventstore.records import uuid7
@@ -31,6 +30,7 @@ from service.app import create_app
 from service.auth import Principal, Role, issue_token
 from service.cli import main
 from service.settings import Settings, with_handlers
+from tests.uvicorn_client import served_client
 from worker import Fail, Handlers, JobContext
 from worker.assemble import open_worker
 
@@ -196,19 +196,8 @@ async def _build(data: Path) -> Built:
         )
     )
     async with open_file_store(data) as store:
-        app = create_app(store, settings)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            try:
-                with anyio.fail_after(30):
-                    while not server.started:  # noqa: ASYNC110 - uvicorn has no event to wait on
-                        await anyio.sleep(0.01)
-                port = server.servers[0].sockets[0].getsockname()[1]
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                    built = await _use(client, store, settings)
-            finally:
-                server.should_exit = True
+        async with served_client(create_app(store, settings)) as client:
+            built = await _use(client, store, settings)
     return built
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-import uvicorn
 
 from eventstore import streams
 from eventstore.events import JobRequested
@@ -34,6 +33,7 @@ from service.cli import main
 from service.operator.legacy_history import history
 from service.operator.legacy_records import MAX_RECORD_BYTES, LegacyJob
 from service.settings import Settings
+from tests.uvicorn_client import served_client
 
 SECRET = "test-secret-for-jobtrail-tests-0123456789"
 
@@ -541,20 +541,8 @@ def test_help_describes_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
 async def served(data: Path) -> AsyncIterator[httpx.AsyncClient]:
     """uvicorn on 127.0.0.1 serving the app over `data`, and a client of it."""
     settings = Settings(data=data, secret=SECRET)
-    async with open_file_store(data) as store:
-        app = create_app(store, settings)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            try:
-                with anyio.fail_after(30):
-                    while not server.started:  # noqa: ASYNC110 - uvicorn has no event to wait on
-                        await anyio.sleep(0.01)
-                port = server.servers[0].sockets[0].getsockname()[1]
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                    yield client
-            finally:
-                server.should_exit = True
+    async with open_file_store(data) as store, served_client(create_app(store, settings)) as c:
+        yield c
 
 
 def auth(site: str = "site1", user: str = "legacy", role: Role = "member") -> dict[str, str]:

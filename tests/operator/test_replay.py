@@ -20,7 +20,6 @@ import anyio
 import httpx
 import msgspec
 import pytest
-import uvicorn
 
 from eventstore import streams
 from eventstore.filelog import FileLog
@@ -34,6 +33,7 @@ from service.operator import replay
 from service.operator.feedscan import Bar
 from service.settings import Settings, with_handlers
 from tests.eventstore.helpers import spawn, wait_for_line
+from tests.uvicorn_client import served_client
 from worker.assemble import open_worker
 
 SECRET = "test-secret-for-jobtrail-operator-tests-0123"
@@ -83,20 +83,11 @@ async def _build(data: Path) -> Built:
     )
     async with open_file_store(data) as store:
         app = create_app(store, settings)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            try:
-                with anyio.fail_after(30):
-                    while not server.started:  # noqa: ASYNC110 - uvicorn has no event to wait on
-                        await anyio.sleep(0.01)
-                    port = server.servers[0].sockets[0].getsockname()[1]
-                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                        built = await _use(client, store, settings, data)
-                    # The service's read model applies everything before it shuts down.
-                    await app.state.jobtrail.runner.wait_for(await store.head())
-            finally:
-                server.should_exit = True
+        async with served_client(app) as client:
+            built = await _use(client, store, settings, data)
+            # The service's read model applies everything before it shuts down.
+            with anyio.fail_after(30):
+                await app.state.jobtrail.runner.wait_for(await store.head())
     assert (data / "projections" / READ_MODEL_CHECKPOINT).is_file()
     return built
 
