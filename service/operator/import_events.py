@@ -16,13 +16,14 @@ import stat
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Final, get_args
 
 import msgspec
 
 from eventstore import streams
+from eventstore.clock import SetClock
 from eventstore.errors import InvalidId, JobtrailError, StorageError, WrongExpectedVersion
 from eventstore.events import AnyEvent, Event
 from eventstore.filelog import FileLog
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"jobtrail import: {exc}", file=sys.stderr)
         return 2
-    clock = _Clock()
+    clock = SetClock()
     try:
         log = _open_empty(settings.data, clock)
     except NotADataDirectory as exc:
@@ -191,7 +192,7 @@ class _NotEmpty(Exception):
     """The target data directory holds events already."""
 
 
-def _open_empty(data: Path, clock: _Clock) -> FileLog:
+def _open_empty(data: Path, clock: SetClock) -> FileLog:
     """The data directory's log, created if missing; raises _NotEmpty if it holds events.
 
     Appends are not synced one by one: `FileLog.close` syncs everything and records a
@@ -224,19 +225,6 @@ def _source(file: Path | None) -> Iterator[tuple[Iterable[bytes], int | None]]:
 
 def _sync_at_close(fd: int) -> None:
     """The import's fsync: nothing now; `FileLog.close` syncs the whole directory."""
-
-
-class _Clock:
-    """The import's clock: the store records each append at the time this says.
-
-    `FileLog` reads its clock once per commit, and the import commits one group at a time.
-    """
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 # -- lines -----------------------------------------------------------------------------
@@ -334,7 +322,7 @@ class _Group:
 class Importer:
     """Appends checked lines group by group, each at its recorded time and version."""
 
-    def __init__(self, log: FileLog, clock: _Clock) -> None:
+    def __init__(self, log: FileLog, clock: SetClock) -> None:
         self.log = log
         self.done = Imported()
         self._clock = clock  # the log's clock

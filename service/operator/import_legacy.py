@@ -20,6 +20,7 @@ from typing import Final, Literal
 import msgspec
 
 from eventstore import streams
+from eventstore.clock import SetClock
 from eventstore.errors import InvalidId, JobtrailError, StorageError, WrongExpectedVersion
 from eventstore.events import JobPruned, JobRequested
 from eventstore.filelog import FileLog
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, InvalidId, NotADataDirectory) as exc:
         print(f"jobtrail import-legacy: {exc}", file=sys.stderr)
         return 2
-    clock = _Clock()
+    clock = SetClock()
     try:
         source = LegacyDirectory(settings.source, lambda: datetime.now(UTC))
     except OSError as exc:
@@ -183,23 +184,10 @@ def _report(summary: Summary, settings: LegacySettings) -> None:
         print(f"  ignored {ignored.entry}: not a legacy job record")
 
 
-class _Clock:
-    """The store's clock during the import: each part is recorded at its legacy time.
-
-    `FileLog` reads its clock once per commit, and this process commits one part at a time.
-    """
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 class LegacyImporter:
     """Appends each legacy job's history, or finds it there already."""
 
-    def __init__(self, log: FileLog, clock: _Clock, settings: LegacySettings) -> None:
+    def __init__(self, log: FileLog, clock: SetClock, settings: LegacySettings) -> None:
         self.log = log
         self._clock = clock
         self.site = settings.site
