@@ -313,17 +313,15 @@ def rebuild(
         scan = theirs.scan
     elif theirs.scan.position != scan.position and scan.damage is None:
         scan.damage = f"the feed changed while it was read (at position {scan.position})"
-    rebuilt = _rebuilt(model, scan, until)
-    rebuilt.processes = 1 if failed else 2
-    return rebuilt
+    return _rebuilt(model, scan, until, processes=1 if failed else 2)
 
 
 BATCH: Final = 256
 """Records per call of the fold: a rebuild cares for no record's bounds."""
 
 
-def _rebuilt(model: ReadModel, scan: Scan, until: int) -> Rebuilt:
-    return Rebuilt(model, scan, scan.event_id if scan.position == until else None)
+def _rebuilt(model: ReadModel, scan: Scan, until: int, processes: int = 1) -> Rebuilt:
+    return Rebuilt(model, scan, scan.event_id if scan.position == until else None, processes)
 
 
 _PARTNER: Final = ("listings", "leads")
