@@ -317,9 +317,15 @@ class Partner(Generic[T]):
             stderr=subprocess.PIPE,
         )
 
-    def result(self) -> T | None:
-        """The partner's answer; None if it failed (the caller then does that half itself)."""
-        out, err = self._proc.communicate()
+    def result(self, timeout: float | None = None) -> T | None:
+        """The partner's answer; None if it failed or gave none within `timeout` seconds
+        (it is then ended, and the caller does that half itself)."""
+        try:
+            out, err = self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            out, err = self._proc.communicate()
+            err += f"no answer within {timeout:g} s".encode()
         why = f"exit status {self._proc.returncode}"
         if self._proc.returncode == 0:
             try:

@@ -10,10 +10,13 @@ streams), in one walk of the feed. A torn tail set aside after a crash is report
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import closing, nullcontext
 from pathlib import Path
+from typing import Final, Self
 
 import msgspec
 
@@ -21,8 +24,9 @@ from eventstore import streams
 from eventstore.errors import InvalidId, StorageError
 from eventstore.filelog import FileLog
 from eventstore.layout import Layout, NotADataDirectory
+from eventstore.shard_claims import ShardClaims, ShardsChanged
 from eventstore.verify import FeedHook, Finding, Report, verify
-from eventstore.verify_logs import LogsSeen
+from eventstore.verify_logs import LogsSeen, logs_seen
 from projections.history_check import HistoryCheck
 from projections.rule_events import RULE_ENVELOPES, RuleEnvelope
 from service.operator import command_parser
@@ -125,7 +129,8 @@ def check(
 
     One walk of the feed serves both: each record is decoded once (`rule_events`) for the
     store check and the rules. With `parallel` (by default: for a large feed, with two
-    CPUs) a second process reads the stream logs meanwhile (`eventstore.verify_logs`).
+    CPUs) a second process reads the stream logs meanwhile (`eventstore.verify_logs`),
+    and this one helps with those left when its walk is done (`_SharedLogs`).
     Where the feed is damaged, or a file cannot be read, both checks run again the plain
     way, which says exactly how far the rules got.
     """
@@ -141,8 +146,9 @@ def check(
     with closing(log):
         use_partner = parallel if parallel is not None else worth_parallel(log)
         report: Report | None = None
+        shared = _SharedLogs.start(settings.data) if use_partner else None
         with (
-            _logs_reader(settings.data) if use_partner else nullcontext(None) as partner,
+            shared if shared is not None else nullcontext(None) as partner,
             Bar("checking the store and the job rules", head_hint(log), show=show) as bar,
         ):
             hook = FeedHook(RULE_ENVELOPES, _with_progress(rules, bar) if show else rules.check)
@@ -170,9 +176,52 @@ def _with_progress(rules: HistoryCheck, bar: Bar) -> Callable[[list[RuleEnvelope
     return check
 
 
-def _logs_reader(data: Path) -> Partner[LogsSeen]:
-    """`python -m eventstore.verify_logs DATA` in a second process, started at once."""
-    return Partner(LogsSeen, str(data), module="eventstore.verify_logs")
+class _SharedLogs:
+    """The stream logs, read by a second process (`python -m eventstore.verify_logs`)
+    started at once and, once its feed walk is done, by this one: each takes shard
+    directories from its own end (`ShardClaims`) until none is left, so neither waits
+    idle for the other."""
+
+    LAST_SHARD_SECONDS: Final = 120.0
+    """How long the second process may take, after this one has taken the last shard,
+    to finish the shard it is reading and answer; it is then ended and its part redone."""
+
+    def __init__(self, data: Path, shards: int) -> None:
+        self._layout = Layout(data)
+        self._dir = tempfile.TemporaryDirectory(prefix="jobtrail-verify-")
+        path = f"{self._dir.name}/claims"
+        self._claims = ShardClaims(path, shards)
+        self._partner = Partner(LogsSeen, str(data), path, module="eventstore.verify_logs")
+
+    @classmethod
+    def start(cls, data: Path) -> _SharedLogs | None:
+        """Started; or None when the shards cannot be listed or the claims not created
+        (`verify` then reads the logs itself, and reports what it cannot read)."""
+        try:
+            return cls(data, len(os.listdir(Layout(data).streams)))
+        except OSError:
+            return None
+
+    def result(self) -> LogsSeen | None:
+        """Every log: the second process's shards, then this one's; None if either part
+        failed (`verify` then reads them all itself)."""
+        try:
+            mine = logs_seen(self._layout, self._claims, from_top=True)
+        except ShardsChanged:
+            return None
+        theirs = self._partner.result(timeout=self.LAST_SHARD_SECONDS)
+        if theirs is None:
+            return None
+        theirs.extend(mine)
+        return theirs
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._partner.__exit__(None, None, None)
+        self._claims.close()
+        self._dir.cleanup()
 
 
 def _check_rules(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from eventstore.errors import InvalidId
 from eventstore.filelog import FileLog
 from eventstore.layout import SHARDS, Layout
+from eventstore.shard_claims import ShardClaims, ShardsChanged
 from eventstore.verify import verify
-from eventstore.verify_logs import _stream_of, logs_seen
+from eventstore.verify_logs import BAD_NAME, LogSeen, LogsSeen, _stream_of, logs_seen
 from tests.eventstore.test_prune import SMALL_SEGMENT, build, prune_batch
 
 UUID = "01a24f2b-8d33-7f35-8c48-3f2132ed0e3f"
@@ -103,3 +105,57 @@ def test_one_log_name_misplaced_in_two_shards_is_reported_twice_with_each_path(
         assert sorted(f.detail for f in bad) == sorted(
             f"stream log in the wrong place: {shard}/{log.name}" for shard in others
         )
+
+
+def _odd_store(data: Path) -> Layout:
+    """A store whose listing mixes clean logs with a misplaced, a torn and a damaged one."""
+    jobs = build(data, 40)
+    layout = Layout(data)
+    paths = [layout.stream_path(s) for s in jobs]
+    with paths[3].open("ab") as f:
+        f.write(b"\x54\x4a\x01")  # a torn tail
+    raw = bytearray(paths[7].read_bytes())
+    raw[30] ^= 0xFF  # a flipped bit
+    paths[7].write_bytes(bytes(raw))
+    other = next(d for d in sorted(layout.streams.iterdir()) if d != paths[11].parent)
+    (other / paths[11].name).write_bytes(paths[11].read_bytes())  # in the wrong shard
+    return layout
+
+
+@pytest.mark.parametrize("from_below", [0, 1, 97, SHARDS - 1, SHARDS])
+def test_logs_read_in_two_parts_are_the_logs_read_in_one(tmp_path: Path, from_below: int) -> None:
+    """Shards [0, k) read by the second process, [k, 256) by the main one, joined."""
+    layout = _odd_store(tmp_path / "data")
+    whole = logs_seen(layout)
+    assert whole.others and whole.bad and whole.clean, "the store has every kind of log"
+    first = ShardClaims(str(tmp_path / "a"), SHARDS)
+    for _ in range(SHARDS - from_below):
+        first.take(from_top=True)  # the main one's part, read below
+    below = logs_seen(layout, first)
+    second = ShardClaims(str(tmp_path / "b"), SHARDS)
+    for _ in range(from_below):
+        second.take()
+    above = logs_seen(layout, second, from_top=True)
+    below.extend(msgspec.msgpack.decode(msgspec.msgpack.encode(above), type=LogsSeen))
+    assert below == whole
+    assert list(below.logs) == list(whole.logs)
+
+
+def test_the_logs_come_in_the_listing_order(tmp_path: Path) -> None:
+    layout = _odd_store(tmp_path / "data")
+    seen = list(logs_seen(layout).logs)
+    assert [_path_of(layout, log) for log in seen] == layout.stream_files()
+    assert sum(log.size == BAD_NAME for log in seen) == 1
+    assert sum(log.last < 0 for log in seen) == 3  # misplaced, torn, damaged: walked by verify
+
+
+def _path_of(layout: Layout, log: LogSeen) -> Path:
+    if log.size == BAD_NAME:  # its stream is "<shard>/<file name>"
+        return layout.streams / log.stream
+    return layout.stream_path(log.stream)
+
+
+def test_a_claims_file_of_another_shard_count_is_refused(tmp_path: Path) -> None:
+    layout = _odd_store(tmp_path / "data")
+    with pytest.raises(ShardsChanged):
+        logs_seen(layout, ShardClaims(str(tmp_path / "claims"), SHARDS - 1))

@@ -29,9 +29,12 @@ from eventstore.events import (
     QuotaReserved,
 )
 from eventstore.filelog import FileLog
+from eventstore.layout import Layout
 from eventstore.records import AppendTo, RecordedEvent, new, new_event_id, uuid7
+from eventstore.verify_logs import LogsSeen, logs_seen
 from projections.history_check import HistoryCheck
 from service.operator import verify
+from service.operator.feedscan import Partner
 from tests.eventstore.helpers import REPO
 from tests.operator.test_replay import Built, built, copy_of, flip, run_cli, store
 
@@ -371,3 +374,28 @@ def test_verify_after_appenders_are_killed_reports_torn_tails_only(
     FileLog(store.data).close()  # a writer recovers what the dead ones left
     code, out, _ = run_cli(capsys, "verify", "--data", str(store.data))
     assert code == 0, out
+
+
+@pytest.mark.parametrize("damage", ["none", "stream log torn", "stray file"])
+@pytest.mark.parametrize("first", ["second process", "this one"])
+def test_the_logs_two_processes_share_out_are_the_logs_one_reads(
+    store: Built, damage: str, first: str
+) -> None:
+    """Whichever takes the shards (all, none or some), the joined logs are the same."""
+    if damage != "none":
+        DAMAGE[damage](store)
+    whole = logs_seen(Layout(store.data))
+    shared = verify._SharedLogs.start(store.data)
+    assert shared is not None
+    with shared:
+        if first == "second process":
+            shared._partner._proc.wait(timeout=60)  # it took every shard and answered
+        seen = shared.result()
+    assert seen == whole
+
+
+def test_a_second_process_that_does_not_answer_in_time_is_ended(tmp_path: Path) -> None:
+    sleeper = Partner(LogsSeen, "-n1", "-r1", "import time; time.sleep(60)", module="timeit")
+    started = time.monotonic()
+    assert sleeper.result(timeout=0.5) is None
+    assert time.monotonic() - started < 10

@@ -84,9 +84,7 @@ async def test_a_pruned_evaluation_is_gone_and_its_lead_and_usage_stay(service: 
     ops = {**service.auth(role="admin"), "X-Site-Id": "site1"}
     lead = {"first_name": "Ada", "last_name": "L", "email": "ada@example.com"}
     assert (await c.put("/api/ops/leads/lead_1", json=lead, headers=ops)).status_code == 201
-    r = await c.post(
-        "/api/ops/leads/lead_1/ai-evaluation", headers={**ops, "X-User-Id": "user1"}
-    )
+    r = await c.post("/api/ops/leads/lead_1/ai-evaluation", headers={**ops, "X-User-Id": "user1"})
     assert r.status_code == 201, r.text
     job_id = r.json()["data"]["job_id"]
     r = await c.post(f"/api/ops/ai-evaluation-jobs/{job_id}/cancel", headers=ops)

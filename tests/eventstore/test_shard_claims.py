@@ -1,0 +1,55 @@
+"""`ShardClaims`: two takers, one from each end, share out every shard exactly once."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from eventstore.shard_claims import ShardClaims
+
+
+def test_takers_from_both_ends_meet_and_share_every_shard_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "claims")
+    below, above = ShardClaims(path, 7), ShardClaims(path)
+    assert above.shards == 7
+    taken = [below.take(), above.take(from_top=True), below.take(), above.take(from_top=True)]
+    assert taken == [0, 6, 1, 5]
+    assert [below.take(), below.take(), below.take()] == [2, 3, 4]
+    assert below.take() is None and above.take(from_top=True) is None
+    assert below.taken_from_below() == 5
+    below.close()
+    above.close()
+
+
+def test_claims_are_created_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "claims")
+    ShardClaims(path, 3).close()
+    with pytest.raises(FileExistsError):
+        ShardClaims(path, 3)
+
+
+def test_racing_takers_never_take_a_shard_twice(tmp_path: Path) -> None:
+    path = str(tmp_path / "claims")
+    shards = 20_000
+    ShardClaims(path, shards).close()
+    got: dict[bool, list[int]] = {False: [], True: []}
+
+    def take_all(from_top: bool) -> None:
+        claims = ShardClaims(path)  # a descriptor of its own, as another process has
+        try:
+            while (index := claims.take(from_top=from_top)) is not None:
+                got[from_top].append(index)
+        finally:
+            claims.close()
+
+    threads = [threading.Thread(target=take_all, args=(top,)) for top in (False, True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    low, high = got[False], got[True]
+    assert sorted(low + high) == list(range(shards))
+    assert low == sorted(low) and high == sorted(high, reverse=True)
+    assert not low or not high or max(low) < min(high)
