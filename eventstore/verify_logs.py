@@ -4,14 +4,16 @@ Most logs are a few small records: each is read in one `preadv` into one buffer 
 records checked in one loop (`framewalk.chain`), which leaves its version, the digest of
 its ids and its last position. Any log that is not that simple (a torn tail, damage, a
 foreign event, a large file) is only marked, and `verify` walks it record by record
-itself. Reading no feed, this can run in another process while `verify` walks the feed:
-`python -m eventstore.verify_logs DATA` writes the summary as msgpack to standard output.
+itself. Reading no feed, this can run in another process while `verify` walks the feed
+(`python -m eventstore.verify_logs`, `main`), handing on each shard directory's logs as
+soon as they are read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import struct
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
@@ -124,20 +126,32 @@ def logs_seen(
     layout: Layout, claims: ShardClaims | None = None, *, from_top: bool = False
 ) -> LogsSeen:
     """Read the stream logs of the data directory (see the module's docstring): all of
-    them, or the shards this process takes from `claims`, from the first up or the last
-    down, one at a time until none is left. ShardsChanged if `claims` counts other shards.
-    """
+    them, or the shards this process takes from `claims` (`shards_read`)."""
+    return joined(list(shards_read(layout, claims, from_top=from_top)))
+
+
+def shards_read(
+    layout: Layout, claims: ShardClaims | None = None, *, from_top: bool = False
+) -> Iterator[tuple[int, LogsSeen]]:
+    """Each shard directory's logs, as soon as they are read, with the shard's index: every
+    shard in order, or those this process takes from `claims`, from the first up or the
+    last down, one at a time until none is left. ShardsChanged if `claims` counts other
+    shards than the listing holds."""
     root = str(layout.streams)
     shards = sorted(os.listdir(root))
     if claims is not None and claims.shards != len(shards):
         raise ShardsChanged(f"{len(shards)} shard directories, the claims say {claims.shards}")
     buf = bytearray(WHOLE_FILE)
-    parts: list[tuple[int, LogsSeen]] = []
-    while (index := _next(claims, from_top, len(parts), len(shards))) is not None:
-        parts.append((index, _read_shard(shards[index], f"{root}/{shards[index]}", buf)))
-    parts.sort(key=lambda part: part[0])
+    done = 0
+    while (index := _next(claims, from_top, done, len(shards))) is not None:
+        yield index, _read_shard(shards[index], f"{root}/{shards[index]}", buf)
+        done += 1
+
+
+def joined(parts: list[tuple[int, LogsSeen]]) -> LogsSeen:
+    """The logs of shards read apart, in shard order."""
     seen = LogsSeen({}, [], [], [], {})
-    for _, part in parts:
+    for _, part in sorted(parts, key=lambda part: part[0]):
         seen.extend(part)
     return seen
 
@@ -227,16 +241,73 @@ def _read(dir_fd: int, name: str, stream: str, buf: bytearray) -> LogSeen:
     return LogSeen(stream, size, version, digest, last)
 
 
+class ShardPart(msgspec.Struct, array_like=True):
+    """One shard's logs as a second process hands them on (`write_parts`)."""
+
+    index: int
+    logs: LogsSeen
+
+
+_LENGTH: Final = struct.Struct("<I")
+_PART: Final = msgspec.msgpack.Decoder(ShardPart)
+
+
+def write_parts(layout: Layout, claims: ShardClaims, fd: int) -> int:
+    """Read the shards taken from the first up, appending each one's logs to `fd` as soon
+    as they are read (a length, then a `ShardPart`); how many were written.
+
+    Each part is there for the other process to take in while it still reads shards of
+    its own, rather than all of them at the end, when it has nothing else to do.
+    """
+    written = 0
+    for index, logs in shards_read(layout, claims):
+        data = msgspec.msgpack.encode(ShardPart(index, logs))
+        view = memoryview(_LENGTH.pack(len(data)) + data)
+        while view:
+            view = view[os.write(fd, view) :]
+        written += 1
+    return written
+
+
+class PartsReader:
+    """The parts another process appends to a file (`write_parts`), read as they come."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._offset = 0
+
+    def new(self) -> list[ShardPart]:
+        """The whole parts appended since the last call."""
+        size = os.fstat(self._fd).st_size
+        data = os.pread(self._fd, size - self._offset, self._offset) if size > self._offset else b""
+        parts: list[ShardPart] = []
+        off = 0
+        while len(data) - off >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(data, off)
+            end = off + _LENGTH.size + length
+            if end > len(data):
+                break  # still being written
+            parts.append(_PART.decode(data[off + _LENGTH.size : end]))
+            off = end
+        self._offset += off
+        return parts
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 def main(argv: Sequence[str]) -> int:
-    """`python -m eventstore.verify_logs DATA [CLAIMS]`: the summary as msgpack on standard
-    output; with CLAIMS (a `ShardClaims` file), of the shards it takes from the first up."""
-    claims = ShardClaims(argv[1]) if len(argv) > 1 else None
+    """`python -m eventstore.verify_logs DATA CLAIMS PARTS`: read the shards taken from the
+    first up of the `ShardClaims` file CLAIMS, appending each one's logs to the file PARTS
+    (`write_parts`); then how many parts were written, as msgpack on standard output."""
+    claims = ShardClaims(argv[1])
+    fd = os.open(argv[2], os.O_WRONLY | os.O_APPEND)
     try:
-        seen = logs_seen(Layout(Path(argv[0])), claims)
+        written = write_parts(Layout(Path(argv[0])), claims, fd)
     finally:
-        if claims is not None:
-            claims.close()
-    sys.stdout.buffer.write(msgspec.msgpack.encode(seen))
+        os.close(fd)
+        claims.close()
+    sys.stdout.buffer.write(msgspec.msgpack.encode(written))
     return 0
 
 

@@ -26,7 +26,7 @@ from eventstore.filelog import FileLog
 from eventstore.layout import Layout, NotADataDirectory
 from eventstore.shard_claims import ShardClaims, ShardsChanged
 from eventstore.verify import FeedHook, Finding, Report, verify
-from eventstore.verify_logs import LogsSeen, logs_seen
+from eventstore.verify_logs import LogsSeen, PartsReader, joined, shards_read
 from projections.history_check import HistoryCheck
 from projections.rule_events import RULE_ENVELOPES, RuleEnvelope
 from service.operator import command_parser
@@ -180,7 +180,8 @@ class _SharedLogs:
     """The stream logs, read by a second process (`python -m eventstore.verify_logs`)
     started at once and, once its feed walk is done, by this one: each takes shard
     directories from its own end (`ShardClaims`) until none is left, so neither waits
-    idle for the other."""
+    idle for the other. The second process hands on each shard's logs as it reads them;
+    this one takes them in between its own shards, so little is left for the end."""
 
     LAST_SHARD_SECONDS: Final = 120.0
     """How long the second process may take, after this one has taken the last shard,
@@ -189,9 +190,11 @@ class _SharedLogs:
     def __init__(self, data: Path, shards: int) -> None:
         self._layout = Layout(data)
         self._dir = tempfile.TemporaryDirectory(prefix="jobtrail-verify-")
-        path = f"{self._dir.name}/claims"
-        self._claims = ShardClaims(path, shards)
-        self._partner = Partner(LogsSeen, str(data), path, module="eventstore.verify_logs")
+        claims, parts = f"{self._dir.name}/claims", f"{self._dir.name}/parts"
+        self._claims = ShardClaims(claims, shards)
+        os.close(os.open(parts, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        self._parts = PartsReader(parts)
+        self._partner = Partner(int, str(data), claims, parts, module="eventstore.verify_logs")
 
     @classmethod
     def start(cls, data: Path) -> _SharedLogs | None:
@@ -205,14 +208,32 @@ class _SharedLogs:
     def result(self) -> LogsSeen | None:
         """Every log: the second process's shards, then this one's; None if either part
         failed (`verify` then reads them all itself)."""
+        theirs = LogsSeen({}, [], [], [], {})
+        taken = 0  # their parts taken in, shards 0, 1, 2...
+
+        def take_in() -> bool:
+            nonlocal taken
+            for part in self._parts.new():
+                if part.index != taken:
+                    return False
+                theirs.extend(part.logs)
+                taken += 1
+            return True
+
+        mine: list[tuple[int, LogsSeen]] = []
         try:
-            mine = logs_seen(self._layout, self._claims, from_top=True)
+            for index, logs in shards_read(self._layout, self._claims, from_top=True):
+                mine.append((index, logs))
+                if not take_in():
+                    return None
         except ShardsChanged:
             return None
-        theirs = self._partner.result(timeout=self.LAST_SHARD_SECONDS)
-        if theirs is None:
+        written = self._partner.result(timeout=self.LAST_SHARD_SECONDS)
+        if written is None or not take_in() or taken != written:
             return None
-        theirs.extend(mine)
+        if [index for index, _ in reversed(mine)] != list(range(taken, self._claims.shards)):
+            return None
+        theirs.extend(joined(mine))
         return theirs
 
     def __enter__(self) -> Self:
@@ -220,6 +241,7 @@ class _SharedLogs:
 
     def __exit__(self, *exc_info: object) -> None:
         self._partner.__exit__(None, None, None)
+        self._parts.close()
         self._claims.close()
         self._dir.cleanup()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -13,7 +14,16 @@ from eventstore.filelog import FileLog
 from eventstore.layout import SHARDS, Layout
 from eventstore.shard_claims import ShardClaims, ShardsChanged
 from eventstore.verify import verify
-from eventstore.verify_logs import BAD_NAME, LogSeen, LogsSeen, _stream_of, logs_seen
+from eventstore.verify_logs import (
+    BAD_NAME,
+    LogSeen,
+    LogsSeen,
+    PartsReader,
+    _stream_of,
+    joined,
+    logs_seen,
+    write_parts,
+)
 from tests.eventstore.test_prune import SMALL_SEGMENT, build, prune_batch
 
 UUID = "01a24f2b-8d33-7f35-8c48-3f2132ed0e3f"
@@ -159,3 +169,29 @@ def test_a_claims_file_of_another_shard_count_is_refused(tmp_path: Path) -> None
     layout = _odd_store(tmp_path / "data")
     with pytest.raises(ShardsChanged):
         logs_seen(layout, ShardClaims(str(tmp_path / "claims"), SHARDS - 1))
+
+
+def test_parts_are_taken_in_whole_as_the_second_process_writes_them(tmp_path: Path) -> None:
+    layout = _odd_store(tmp_path / "data")
+    claims = ShardClaims(str(tmp_path / "claims"), SHARDS)
+    path = tmp_path / "parts"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    try:
+        assert write_parts(layout, claims, fd) == SHARDS
+    finally:
+        os.close(fd)
+    written = path.read_bytes()
+    half = len(written) // 2
+    path.write_bytes(written[:half])  # as a reader finds it while the writer is at work
+    reader = PartsReader(str(path))
+    try:
+        first = reader.new()
+        assert 0 < len(first) < SHARDS and reader.new() == []
+        with path.open("ab") as f:
+            f.write(written[half:])
+        rest = reader.new()
+    finally:
+        reader.close()
+    parts = first + rest
+    assert [p.index for p in parts] == list(range(SHARDS))
+    assert joined([(p.index, p.logs) for p in parts]) == logs_seen(layout)
