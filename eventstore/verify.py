@@ -25,7 +25,16 @@ from eventstore.feedread import FeedReader
 from eventstore.layout import Layout, Mark, decode_mark
 from eventstore.logfile import Tail, read_frames
 from eventstore.records import unpack
-from eventstore.verify_logs import BAD_NAME, GONE, SUM_SHIFT, LogsSeen, logs_seen
+from eventstore.verify_logs import (
+    BAD_NAME,
+    DIGEST_MASK,
+    GONE,
+    SUM_SHIFT,
+    LogsSeen,
+    logs_seen,
+    pack_sum,
+    unpack_sum,
+)
 
 Severity = Literal["error", "info"]
 
@@ -81,7 +90,7 @@ class _Feed:
         s = self.now.get(stream)
         if s is None:
             return None
-        version, digest = s >> SUM_SHIFT, s & _DIGEST
+        version, digest = unpack_sum(s)
         late = self.after_mark.get(stream)
         if late is None:
             return _FromFeed(version, digest, version, digest)
@@ -116,7 +125,6 @@ class _Envelope(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 _ENVELOPES: Final = msgspec.msgpack.Decoder(list[_Envelope])
 _TOMBSTONE: Final = "job_pruned"
-_DIGEST: Final = (1 << SUM_SHIFT) - 1
 HOOK_BATCH: Final = 1024
 """Envelopes handed to a `FeedHook` at a time: a whole 8 MiB chunk's (30,000 or more)
 kept alive at once cost 20% of the walk in memory traffic."""
@@ -167,9 +175,9 @@ def verify(
 ) -> Report:
     """Walk the feed and every stream log; report what is wrong, most serious first.
 
-    `logs`, called after the feed walk, may give the stream logs as another process read
-    them (`verify_logs.logs_seen`, started before); without it, or when it gives None,
-    they are read here, after the feed walk.
+    `logs`, called after the feed walk, may give the stream logs read some other way (by
+    this process and another at once: `shared_logs`); without it, or when it gives None,
+    they are read here, after the feed walk (`verify_logs.logs_seen`).
     """
     layout = Layout(Path(root))
     layout.require()
@@ -309,10 +317,10 @@ class _Segment:
                 if version != (s >> SUM_SHIFT) + 1:
                     detail = f"version {version} at position {e.position} follows {s >> SUM_SHIFT}"
                     self.gaps.append(Finding("error", "gap", stream, detail))
-                digest = crc32(e.id, s & _DIGEST)
+                digest = crc32(e.id, s & DIGEST_MASK)
                 if e.position >= applied_before:
                     self._after_mark(stream, s, version, digest)
-                now[stream] = version << SUM_SHIFT | digest
+                now[stream] = version << SUM_SHIFT | digest  # pack_sum, inline
                 if e.event.type == _TOMBSTONE:
                     tombstones = True
             if tombstones:
@@ -324,7 +332,8 @@ class _Segment:
     def _after_mark(self, stream: str, s: int, version: int, digest: int) -> None:
         late = self.feed.after_mark.get(stream)
         if late is None:  # the state at the mark: what an applied stream log holds
-            late = _FromFeed(applied_version=s >> SUM_SHIFT, applied_digest=s & _DIGEST)
+            applied_version, applied_digest = unpack_sum(s)
+            late = _FromFeed(applied_version=applied_version, applied_digest=applied_digest)
             self.feed.after_mark[stream] = late
         late.pending[version] = digest
 
@@ -402,7 +411,7 @@ def _compare(
     after_mark = expected.after_mark
     streams = agreed = known = 0  # logs; bytes of those that agree; logs the feed knows
     gone: set[str] = set()
-    for log in logs.logs:
+    for log in logs.logs():
         stream = log.stream
         if log.size == BAD_NAME:
             check.add("error", "bad_file", stream.rpartition("/")[2], logs.bad[stream])
@@ -412,7 +421,7 @@ def _compare(
         if now is not None:
             known += 1
             if (  # the common case: read whole before the feed's end, and agreed
-                now == log.version << SUM_SHIFT | log.digest
+                now == pack_sum(log.version, log.digest)
                 and 0 <= log.last < snapshot_end
                 and stream not in after_mark
             ):
@@ -433,7 +442,7 @@ def _compare(
     check.report.bytes += agreed
     if known - sum(1 for stream in gone if stream in expected.now) == len(expected.now):
         return  # every stream of the feed has a log
-    seen = {log.stream for log in logs.logs if log.size != BAD_NAME} - gone
+    seen = {log.stream for log in logs.logs() if log.size != BAD_NAME} - gone
     for stream in expected.now:
         missing = expected.get(stream) if stream not in seen else None
         if missing is not None and missing.version:

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-import struct
-import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from itertools import islice
-from pathlib import Path
 from typing import Final
 
 import msgspec
@@ -50,10 +47,23 @@ _JOB_LOG: Final = re.compile(
 
 SUM_SHIFT: Final = 32
 """A stream's sum is one int: the version its events reach, above the 32 bits of the
-CRC-32 of their ids in order (`version << SUM_SHIFT | digest`). Ints, rather than pairs
-in objects, make the two tables of 200,000 streams quick to build and to compare."""
+CRC-32 of their ids in order (`pack_sum`). Ints, rather than pairs in objects, make the
+two tables of 200,000 streams quick to build and to compare. `verify`'s walk of the feed
+packs them inline, with these two constants."""
 
-_DIGEST: Final = (1 << SUM_SHIFT) - 1
+DIGEST_MASK: Final = (1 << SUM_SHIFT) - 1
+
+_SIMPLE_VERSIONS: Final = range(1 << 31)
+"""Versions a log's sum may hold (msgpack carries 64-bit ints); any other is walked."""
+
+
+def pack_sum(version: int, digest: int) -> int:
+    return version << SUM_SHIFT | digest
+
+
+def unpack_sum(summed: int) -> tuple[int, int]:
+    """(version, digest)"""
+    return summed >> SUM_SHIFT, summed & DIGEST_MASK
 
 
 class LogSeen(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -87,18 +97,17 @@ class LogsSeen(msgspec.Struct, array_like=True):
     bad: dict[str, str] = {}
     files: int = 0
 
-    @property
     def logs(self) -> Iterator[LogSeen]:
-        """Every log, in the listing's order."""
+        """Every log, in the listing's order (each clean one built anew)."""
         clean = zip(self.clean.items(), self.sizes, self.lasts, strict=True)
         at = 0
         for index, other in self.others:
             for (stream, s), size, last in islice(clean, index - at):
-                yield LogSeen(stream, size, s >> SUM_SHIFT, s & _DIGEST, last)
+                yield LogSeen(stream, size, *unpack_sum(s), last)
             yield other
             at = index + 1
         for (stream, s), size, last in clean:
-            yield LogSeen(stream, size, s >> SUM_SHIFT, s & _DIGEST, last)
+            yield LogSeen(stream, size, *unpack_sum(s), last)
 
     def extend(self, more: LogsSeen) -> None:
         """`more`'s logs after these (those of later shards)."""
@@ -122,44 +131,49 @@ class _Event(msgspec.Struct, frozen=True, array_like=True, gc=False):
 _EVENTS: Final = msgspec.msgpack.Decoder(list[_Event])
 
 
-def logs_seen(
-    layout: Layout, claims: ShardClaims | None = None, *, from_top: bool = False
-) -> LogsSeen:
-    """Read the stream logs of the data directory (see the module's docstring): all of
-    them, or the shards this process takes from `claims` (`shards_read`)."""
-    return joined(list(shards_read(layout, claims, from_top=from_top)))
+def logs_seen(layout: Layout) -> LogsSeen:
+    """Read every stream log of the data directory (see the module's docstring)."""
+    return joined(list(shards_read(Shards(layout))))
 
 
 def shards_read(
-    layout: Layout, claims: ShardClaims | None = None, *, from_top: bool = False
+    shards: Shards, claims: ShardClaims | None = None, *, from_top: bool = False
 ) -> Iterator[tuple[int, LogsSeen]]:
     """Each shard directory's logs, as soon as they are read, with the shard's index: every
     shard in order, or those this process takes from `claims`, from the first up or the
     last down, one at a time until none is left. ShardsChanged if `claims` counts other
     shards than the listing holds."""
-    root = str(layout.streams)
-    shards = sorted(os.listdir(root))
-    if claims is not None and claims.shards != len(shards):
-        raise ShardsChanged(f"{len(shards)} shard directories, the claims say {claims.shards}")
-    buf = bytearray(WHOLE_FILE)
-    done = 0
-    while (index := _next(claims, from_top, done, len(shards))) is not None:
-        yield index, _read_shard(shards[index], f"{root}/{shards[index]}", buf)
-        done += 1
+    if claims is not None and claims.shards != len(shards.names):
+        raise ShardsChanged(f"{len(shards.names)} shards listed, the claims say {claims.shards}")
+    index: int | None = 0
+    while True:
+        index = claims.take(from_top=from_top) if claims is not None else index
+        if index is None or index >= len(shards.names):
+            return
+        yield index, shards.read(index)
+        if claims is None:
+            index += 1
+
+
+class Shards:
+    """The shard directories of `streams/`, listed once, each read on demand."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._root = str(layout.streams)
+        self.names = sorted(os.listdir(self._root))
+        self._buf = bytearray(WHOLE_FILE)
+
+    def read(self, index: int) -> LogsSeen:
+        shard = self.names[index]
+        return _read_shard(shard, f"{self._root}/{shard}", self._buf)
 
 
 def joined(parts: list[tuple[int, LogsSeen]]) -> LogsSeen:
     """The logs of shards read apart, in shard order."""
-    seen = LogsSeen({}, [], [], [], {})
+    seen = LogsSeen()
     for _, part in sorted(parts, key=lambda part: part[0]):
         seen.extend(part)
     return seen
-
-
-def _next(claims: ShardClaims | None, from_top: bool, done: int, shards: int) -> int | None:
-    if claims is not None:
-        return claims.take(from_top=from_top)
-    return done if done < shards else None
 
 
 def _read_shard(shard: str, base: str, buf: bytearray) -> LogsSeen:
@@ -183,10 +197,10 @@ def _read_shard(shard: str, base: str, buf: bytearray) -> LogsSeen:
                 log = _read(dir_fd, name, stream, buf)
             except FileNotFoundError:
                 log = LogSeen(stream, GONE)
-            if log.last < 0 or stream in clean:
+            if log.last < 0:
                 others.append((index, log))
-            else:
-                clean[stream] = log.version << SUM_SHIFT | log.digest
+            else:  # one name per stream in a shard: `clean` never has it yet
+                clean[stream] = pack_sum(log.version, log.digest)
                 sizes.append(log.size)
                 lasts.append(log.last)
     finally:
@@ -238,78 +252,6 @@ def _read(dir_fd: int, name: str, stream: str, buf: bytearray) -> LogSeen:
             digest = crc32(e.id, digest)
             version = e.version
             last = e.position
+    if version not in _SIMPLE_VERSIONS:
+        return LogSeen(stream, size)
     return LogSeen(stream, size, version, digest, last)
-
-
-class ShardPart(msgspec.Struct, array_like=True):
-    """One shard's logs as a second process hands them on (`write_parts`)."""
-
-    index: int
-    logs: LogsSeen
-
-
-_LENGTH: Final = struct.Struct("<I")
-_PART: Final = msgspec.msgpack.Decoder(ShardPart)
-
-
-def write_parts(layout: Layout, claims: ShardClaims, fd: int) -> int:
-    """Read the shards taken from the first up, appending each one's logs to `fd` as soon
-    as they are read (a length, then a `ShardPart`); how many were written.
-
-    Each part is there for the other process to take in while it still reads shards of
-    its own, rather than all of them at the end, when it has nothing else to do.
-    """
-    written = 0
-    for index, logs in shards_read(layout, claims):
-        data = msgspec.msgpack.encode(ShardPart(index, logs))
-        view = memoryview(_LENGTH.pack(len(data)) + data)
-        while view:
-            view = view[os.write(fd, view) :]
-        written += 1
-    return written
-
-
-class PartsReader:
-    """The parts another process appends to a file (`write_parts`), read as they come."""
-
-    def __init__(self, path: str) -> None:
-        self._fd = os.open(path, os.O_RDONLY)
-        self._offset = 0
-
-    def new(self) -> list[ShardPart]:
-        """The whole parts appended since the last call."""
-        size = os.fstat(self._fd).st_size
-        data = os.pread(self._fd, size - self._offset, self._offset) if size > self._offset else b""
-        parts: list[ShardPart] = []
-        off = 0
-        while len(data) - off >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(data, off)
-            end = off + _LENGTH.size + length
-            if end > len(data):
-                break  # still being written
-            parts.append(_PART.decode(data[off + _LENGTH.size : end]))
-            off = end
-        self._offset += off
-        return parts
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
-def main(argv: Sequence[str]) -> int:
-    """`python -m eventstore.verify_logs DATA CLAIMS PARTS`: read the shards taken from the
-    first up of the `ShardClaims` file CLAIMS, appending each one's logs to the file PARTS
-    (`write_parts`); then how many parts were written, as msgpack on standard output."""
-    claims = ShardClaims(argv[1])
-    fd = os.open(argv[2], os.O_WRONLY | os.O_APPEND)
-    try:
-        written = write_parts(Layout(Path(argv[0])), claims, fd)
-    finally:
-        os.close(fd)
-        claims.close()
-    sys.stdout.buffer.write(msgspec.msgpack.encode(written))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

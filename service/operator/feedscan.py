@@ -340,6 +340,12 @@ class Partner(Generic[T]):
         )
         return None
 
+    def stop(self) -> None:
+        """End it now, if it is still running (by its own pid), and reap it."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.communicate()
+
     def __enter__(self) -> Self:
         return self
 
@@ -350,8 +356,7 @@ class Partner(Generic[T]):
         tb: TracebackType | None,
     ) -> None:
         if self._proc.poll() is None:  # left early (an error, ^C): end it, by its own pid
-            self._proc.kill()
-            self._proc.communicate()
+            self.stop()
 
 
 def _partner_main(argv: Sequence[str]) -> int:

@@ -10,13 +10,12 @@ streams), in one walk of the feed. A torn tail set aside after a crash is report
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from collections.abc import Callable
-from contextlib import closing, nullcontext
+from contextlib import ExitStack, closing, nullcontext
 from pathlib import Path
-from typing import Final, Self
+from typing import Self
 
 import msgspec
 
@@ -24,9 +23,9 @@ from eventstore import streams
 from eventstore.errors import InvalidId, StorageError
 from eventstore.filelog import FileLog
 from eventstore.layout import Layout, NotADataDirectory
-from eventstore.shard_claims import ShardClaims, ShardsChanged
+from eventstore.shared_logs import SharedRead
 from eventstore.verify import FeedHook, Finding, Report, verify
-from eventstore.verify_logs import LogsSeen, PartsReader, joined, shards_read
+from eventstore.verify_logs import LogsSeen
 from projections.history_check import HistoryCheck
 from projections.rule_events import RULE_ENVELOPES, RuleEnvelope
 from service.operator import command_parser
@@ -129,8 +128,8 @@ def check(
 
     One walk of the feed serves both: each record is decoded once (`rule_events`) for the
     store check and the rules. With `parallel` (by default: for a large feed, with two
-    CPUs) a second process reads the stream logs meanwhile (`eventstore.verify_logs`),
-    and this one helps with those left when its walk is done (`_SharedLogs`).
+    CPUs) a second process reads the stream logs meanwhile, and this one helps with those
+    left when its walk is done (`eventstore.shared_logs`).
     Where the feed is damaged, or a file cannot be read, both checks run again the plain
     way, which says exactly how far the rules got.
     """
@@ -177,73 +176,36 @@ def _with_progress(rules: HistoryCheck, bar: Bar) -> Callable[[list[RuleEnvelope
 
 
 class _SharedLogs:
-    """The stream logs, read by a second process (`python -m eventstore.verify_logs`)
-    started at once and, once its feed walk is done, by this one: each takes shard
-    directories from its own end (`ShardClaims`) until none is left, so neither waits
-    idle for the other. The second process hands on each shard's logs as it reads them;
-    this one takes them in between its own shards, so little is left for the end."""
+    """The stream logs read by this process and a second one at once (`shared_logs`): the
+    second is started at once, this one joins in when its feed walk is done."""
 
-    LAST_SHARD_SECONDS: Final = 120.0
-    """How long the second process may take, after this one has taken the last shard,
-    to finish the shard it is reading and answer; it is then ended and its part redone."""
-
-    def __init__(self, data: Path, shards: int) -> None:
-        self._layout = Layout(data)
-        self._dir = tempfile.TemporaryDirectory(prefix="jobtrail-verify-")
-        claims, parts = f"{self._dir.name}/claims", f"{self._dir.name}/parts"
-        self._claims = ShardClaims(claims, shards)
-        os.close(os.open(parts, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        self._parts = PartsReader(parts)
-        self._partner = Partner(int, str(data), claims, parts, module="eventstore.verify_logs")
+    def __init__(self, data: Path) -> None:
+        with ExitStack() as undo:
+            self._dir = undo.enter_context(tempfile.TemporaryDirectory(prefix="jobtrail-verify-"))
+            self._read = SharedRead(Layout(data), self._dir)
+            undo.callback(self._read.close)
+            self._helper = Partner(int, str(data), self._dir, module="eventstore.shared_logs")
+            self._undo = undo.pop_all()
 
     @classmethod
     def start(cls, data: Path) -> _SharedLogs | None:
-        """Started; or None when the shards cannot be listed or the claims not created
-        (`verify` then reads the logs itself, and reports what it cannot read)."""
+        """Started; or None when the shards cannot be listed, the files not created or the
+        process not started (`verify` then reads the logs itself, and reports what it
+        cannot read)."""
         try:
-            return cls(data, len(os.listdir(Layout(data).streams)))
+            return cls(data)
         except OSError:
             return None
 
     def result(self) -> LogsSeen | None:
-        """Every log: the second process's shards, then this one's; None if either part
-        failed (`verify` then reads them all itself)."""
-        theirs = LogsSeen({}, [], [], [], {})
-        taken = 0  # their parts taken in, shards 0, 1, 2...
-
-        def take_in() -> bool:
-            nonlocal taken
-            for part in self._parts.new():
-                if part.index != taken:
-                    return False
-                theirs.extend(part.logs)
-                taken += 1
-            return True
-
-        mine: list[tuple[int, LogsSeen]] = []
-        try:
-            for index, logs in shards_read(self._layout, self._claims, from_top=True):
-                mine.append((index, logs))
-                if not take_in():
-                    return None
-        except ShardsChanged:
-            return None
-        written = self._partner.result(timeout=self.LAST_SHARD_SECONDS)
-        if written is None or not take_in() or taken != written:
-            return None
-        if [index for index, _ in reversed(mine)] != list(range(taken, self._claims.shards)):
-            return None
-        theirs.extend(joined(mine))
-        return theirs
+        return self._read.read(self._helper)
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._partner.__exit__(None, None, None)
-        self._parts.close()
-        self._claims.close()
-        self._dir.cleanup()
+        self._helper.stop()
+        self._undo.close()
 
 
 def _check_rules(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
@@ -18,11 +17,11 @@ from eventstore.verify_logs import (
     BAD_NAME,
     LogSeen,
     LogsSeen,
-    PartsReader,
+    Shards,
     _stream_of,
     joined,
     logs_seen,
-    write_parts,
+    shards_read,
 )
 from tests.eventstore.test_prune import SMALL_SEGMENT, build, prune_batch
 
@@ -141,19 +140,19 @@ def test_logs_read_in_two_parts_are_the_logs_read_in_one(tmp_path: Path, from_be
     first = ShardClaims(str(tmp_path / "a"), SHARDS)
     for _ in range(SHARDS - from_below):
         first.take(from_top=True)  # the main one's part, read below
-    below = logs_seen(layout, first)
+    below = joined(list(shards_read(Shards(layout), first)))
     second = ShardClaims(str(tmp_path / "b"), SHARDS)
     for _ in range(from_below):
         second.take()
-    above = logs_seen(layout, second, from_top=True)
+    above = joined(list(shards_read(Shards(layout), second, from_top=True)))
     below.extend(msgspec.msgpack.decode(msgspec.msgpack.encode(above), type=LogsSeen))
     assert below == whole
-    assert list(below.logs) == list(whole.logs)
+    assert list(below.logs()) == list(whole.logs())
 
 
 def test_the_logs_come_in_the_listing_order(tmp_path: Path) -> None:
     layout = _odd_store(tmp_path / "data")
-    seen = list(logs_seen(layout).logs)
+    seen = list(logs_seen(layout).logs())
     assert [_path_of(layout, log) for log in seen] == layout.stream_files()
     assert sum(log.size == BAD_NAME for log in seen) == 1
     assert sum(log.last < 0 for log in seen) == 3  # misplaced, torn, damaged: walked by verify
@@ -168,30 +167,4 @@ def _path_of(layout: Layout, log: LogSeen) -> Path:
 def test_a_claims_file_of_another_shard_count_is_refused(tmp_path: Path) -> None:
     layout = _odd_store(tmp_path / "data")
     with pytest.raises(ShardsChanged):
-        logs_seen(layout, ShardClaims(str(tmp_path / "claims"), SHARDS - 1))
-
-
-def test_parts_are_taken_in_whole_as_the_second_process_writes_them(tmp_path: Path) -> None:
-    layout = _odd_store(tmp_path / "data")
-    claims = ShardClaims(str(tmp_path / "claims"), SHARDS)
-    path = tmp_path / "parts"
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-    try:
-        assert write_parts(layout, claims, fd) == SHARDS
-    finally:
-        os.close(fd)
-    written = path.read_bytes()
-    half = len(written) // 2
-    path.write_bytes(written[:half])  # as a reader finds it while the writer is at work
-    reader = PartsReader(str(path))
-    try:
-        first = reader.new()
-        assert 0 < len(first) < SHARDS and reader.new() == []
-        with path.open("ab") as f:
-            f.write(written[half:])
-        rest = reader.new()
-    finally:
-        reader.close()
-    parts = first + rest
-    assert [p.index for p in parts] == list(range(SHARDS))
-    assert joined([(p.index, p.logs) for p in parts]) == logs_seen(layout)
+        next(shards_read(Shards(layout), ShardClaims(str(tmp_path / "claims"), SHARDS - 1)))

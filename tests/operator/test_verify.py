@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore import streams
+from eventstore import shared_logs, streams
 from eventstore.events import (
     Event,
     JobCancelled,
@@ -31,6 +31,7 @@ from eventstore.events import (
 from eventstore.filelog import FileLog
 from eventstore.layout import Layout
 from eventstore.records import AppendTo, RecordedEvent, new, new_event_id, uuid7
+from eventstore.shard_claims import ShardClaims
 from eventstore.verify_logs import LogsSeen, logs_seen
 from projections.history_check import HistoryCheck
 from service.operator import verify
@@ -389,9 +390,29 @@ def test_the_logs_two_processes_share_out_are_the_logs_one_reads(
     assert shared is not None
     with shared:
         if first == "second process":
-            shared._partner._proc.wait(timeout=60)  # it took every shard and answered
+            shared._helper._proc.wait(timeout=60)  # it took every shard and answered
         seen = shared.result()
     assert seen == whole
+
+
+def test_a_second_process_stopped_half_way_is_ended_and_its_shards_read_here(
+    store: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_logs, "LAST_SHARD_SECONDS", 1.0)
+    whole = logs_seen(Layout(store.data))
+    shared = verify._SharedLogs.start(store.data)
+    assert shared is not None
+    with shared:
+        claims = ShardClaims(f"{shared._dir}/claims")
+        deadline = time.monotonic() + 30
+        while claims.taken_from_below() < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(shared._helper._proc.pid, signal.SIGSTOP)  # it holds shards, answers nothing
+        started = time.monotonic()
+        seen = shared.result()
+        claims.close()
+    assert seen == whole
+    assert time.monotonic() - started < 20
 
 
 def test_a_second_process_that_does_not_answer_in_time_is_ended(tmp_path: Path) -> None:
