@@ -34,6 +34,23 @@ class StandIn:
         self.stopped += 1
 
 
+def _start(directory: Path) -> tuple[Layout, SharedRead]:
+    """A store of every kind of log, and `SharedRead`'s files beside it."""
+    layout = _odd_store(directory / "data")
+    return layout, SharedRead(layout, str(directory))
+
+
+def _read_all(layout: Layout, shared: SharedRead) -> StandIn:
+    """Read with a stand-in second process: every log must be there, as one process reads
+    them."""
+    helper = StandIn()
+    try:
+        assert shared.read(helper) == logs_seen(layout)
+    finally:
+        shared.close()
+    return helper
+
+
 def _append(directory: Path, data: bytes) -> None:
     with (directory / "parts").open("ab") as f:
         f.write(data)
@@ -55,29 +72,23 @@ def _hand_on(layout: Layout, directory: Path, shards: int) -> None:
 
 @pytest.mark.parametrize("handed_on", [0, 1, 100, SHARDS])
 def test_every_log_is_read_whoever_reads_it(tmp_path: Path, handed_on: int) -> None:
-    layout = _odd_store(tmp_path / "data")
-    shared = SharedRead(layout, str(tmp_path))
+    layout, shared = _start(tmp_path)
     _hand_on(layout, tmp_path, handed_on)
-    helper = StandIn()
-    assert shared.read(helper) == logs_seen(layout)
+    helper = _read_all(layout, shared)
     assert helper.waited == [] and helper.stopped == 0, "all was handed on: no wait"
-    shared.close()
 
 
 @pytest.mark.parametrize("taken_not_handed_on", [1, 7])
 def test_shards_a_dead_second_process_took_are_read_here(
     tmp_path: Path, taken_not_handed_on: int
 ) -> None:
-    layout = _odd_store(tmp_path / "data")
-    shared = SharedRead(layout, str(tmp_path))
+    layout, shared = _start(tmp_path)
     _hand_on(layout, tmp_path, 3)
     claims = ShardClaims(str(tmp_path / "claims"))
     for _ in range(taken_not_handed_on):
         claims.take()  # it took them, then died
-    helper = StandIn()
-    assert shared.read(helper) == logs_seen(layout)
+    helper = _read_all(layout, shared)
     assert helper.waited and helper.stopped, "it was waited for, then ended"
-    shared.close()
 
 
 @pytest.mark.parametrize(
@@ -90,30 +101,24 @@ def test_shards_a_dead_second_process_took_are_read_here(
 def test_after_a_part_that_is_not_right_its_shards_are_read_here(
     tmp_path: Path, bad: bytes
 ) -> None:
-    layout = _odd_store(tmp_path / "data")
-    shared = SharedRead(layout, str(tmp_path))
+    layout, shared = _start(tmp_path)
     _hand_on(layout, tmp_path, 2)
     ShardClaims(str(tmp_path / "claims")).take()
     _append(tmp_path, bad)
-    helper = StandIn()
-    assert shared.read(helper) == logs_seen(layout)
+    helper = _read_all(layout, shared)
     assert helper.stopped and helper.waited == [], "ended at once, not waited for"
-    shared.close()
 
 
 def test_a_part_out_of_order_is_not_trusted(tmp_path: Path) -> None:
-    layout = _odd_store(tmp_path / "data")
-    shared = SharedRead(layout, str(tmp_path))
+    layout, shared = _start(tmp_path)
     claims = ShardClaims(str(tmp_path / "claims"))
     claims.take()
     claims.take()
     fd = os.open(tmp_path / "parts", os.O_WRONLY | os.O_APPEND)
     write_part(fd, ShardPart(1, Shards(layout).read(0)))  # shard 0's logs, said to be 1's
     os.close(fd)
-    helper = StandIn()
-    assert shared.read(helper) == logs_seen(layout)
+    helper = _read_all(layout, shared)
     assert helper.stopped
-    shared.close()
 
 
 def test_a_second_process_listing_other_shards_takes_none(tmp_path: Path) -> None:
