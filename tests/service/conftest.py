@@ -6,15 +6,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
-import uvicorn
 
 from eventstore.filestore import FileStore, open_file_store
 from service.app import create_app
 from service.auth import Principal, Role, issue_token
 from service.settings import Settings
+from tests.uvicorn_client import served_client
 
 SECRET = "test-secret-for-jobtrail-tests-0123456789"
 
@@ -49,16 +48,8 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
     settings = Settings(
         data=data, secret=SECRET, job_types=frozenset({"ai_evaluation", "noop", "report"})
     )
-    async with open_file_store(data) as store:
-        app = create_app(store, settings)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-        server = uvicorn.Server(config)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-                    await anyio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                yield Service(client, store, settings, data)
-            server.should_exit = True
+    async with (
+        open_file_store(data) as store,
+        served_client(create_app(store, settings), within=10) as client,
+    ):
+        yield Service(client, store, settings, data)

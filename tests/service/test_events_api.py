@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from msgspec.structs import replace
 
 from eventstore import MemoryStore, RecordedEvent, new_event_id
@@ -34,6 +33,7 @@ from service.app import create_app
 from service.fanout import FanoutHub
 from service.settings import Settings
 from tests.service.conftest import SECRET, Service
+from tests.uvicorn_client import served_client
 
 pytestmark = pytest.mark.anyio
 
@@ -541,16 +541,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Service, FanoutHub]]:
     settings = Settings(data=tmp_path / "data", secret=SECRET, job_types=frozenset({"noop"}))
     async with open_file_store(settings.data) as store:
         app = create_app(store, settings)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            with anyio.fail_after(LIMIT):
-                while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-                    await anyio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                yield Service(client, store, settings, settings.data), app.state.events_hub
-            server.should_exit = True
+        async with served_client(app, within=LIMIT) as client:
+            yield Service(client, store, settings, settings.data), app.state.events_hub
 
 
 async def wait_until_unsubscribed(hub: FanoutHub) -> None:

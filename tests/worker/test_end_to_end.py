@@ -28,7 +28,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
 
 from eventstore import AppendTo, EventStore, RecordedEvent, streams
@@ -37,6 +36,7 @@ from eventstore.filestore import FileStore, open_file_store
 from service.app import create_app
 from service.auth import Principal, Role, issue_token
 from service.settings import Settings, with_handlers
+from tests.uvicorn_client import served
 from worker.assemble import open_worker
 
 pytestmark = pytest.mark.anyio
@@ -267,25 +267,18 @@ async def live_service(tmp: Path, *, worker: bool, slow_ack: bool = False) -> As
     )
     async with open_file_store(data) as store:
         app = create_app(SlowAckStore(store) if slow_ack else store, settings)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-        server = uvicorn.Server(config)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            with anyio.fail_after(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-                    await anyio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            base_url = f"http://127.0.0.1:{port}"
-            timeout = httpx.Timeout(20.0)
-            async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as client:
-                live = Live(client, base_url, store, settings, tmp, tg)
-                if worker:
-                    await live.start_worker()
-                try:
-                    yield live
-                finally:
-                    live.stop_worker()
-                    server.should_exit = True
+        async with (
+            served(app, within=10) as base_url,
+            anyio.create_task_group() as tg,  # the worker's
+            httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(20.0)) as client,
+        ):
+            live = Live(client, base_url, store, settings, tmp, tg)
+            if worker:
+                await live.start_worker()
+            try:
+                yield live
+            finally:
+                live.stop_worker()
 
 
 @pytest.fixture

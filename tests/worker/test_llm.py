@@ -18,12 +18,12 @@ import anyio
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.uvicorn_client import served
 from worker.evaluation.llm import LlmConfig, LlmEvaluator, normalize_flags
 from worker.evaluation.model import (
     DocumentInput,
@@ -145,22 +145,12 @@ def fake_app(fake: FakeLlm) -> Starlette:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeLlm]:
     fake = FakeLlm()
-    config = uvicorn.Config(
-        fake_app(fake), host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-                await anyio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        fake.url = f"http://127.0.0.1:{port}/v1"
+    async with served(fake_app(fake), within=10, timeout_graceful_shutdown=5) as url:
+        fake.url = f"{url}/v1"
         try:
             yield fake
         finally:
             fake.release.set()
-            server.should_exit = True
 
 
 @pytest.fixture
