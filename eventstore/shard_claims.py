@@ -13,6 +13,9 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 _COUNTERS: Final = struct.Struct("<III")
@@ -21,6 +24,11 @@ _COUNTERS: Final = struct.Struct("<III")
 
 class ShardsChanged(Exception):
     """The process that opened the claims lists another number of shard directories."""
+
+
+class ClaimsStuck(Exception):
+    """The other process holds the claims' lock and does not let go (it is stopped, or
+    hangs): ending it releases the lock."""
 
 
 class ShardClaims:
@@ -34,11 +42,10 @@ class ShardClaims:
             os.pwrite(self._fd, _COUNTERS.pack(0, shards, shards), 0)
         self.shards: int = self._read()[2]
 
-    def take(self, *, from_top: bool = False) -> int | None:
+    def take(self, *, from_top: bool = False, within: float | None = None) -> int | None:
         """The index of the next shard from this end, now this process's; None when all
-        are taken."""
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
+        are taken. ClaimsStuck if the lock is not had within `within` seconds."""
+        with self._locked(within):
             low, high, shards = self._read()
             if low >= high:
                 return None
@@ -50,12 +57,32 @@ class ShardClaims:
                 low += 1
             os.pwrite(self._fd, _COUNTERS.pack(low, high, shards), 0)
             return taken
+
+    def taken_from_below(self, *, within: float | None = None) -> int:
+        """How many shards have been taken from the first up (ClaimsStuck as `take`)."""
+        with self._locked(within):
+            return self._read()[0]
+
+    @contextmanager
+    def _locked(self, within: float | None) -> Iterator[None]:
+        """The claims' lock. It is held for microseconds; a process stopped while holding
+        it would hold it for ever, so a caller that cannot wait for ever says how long."""
+        if within is None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + within
+            while True:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ClaimsStuck(f"the claims were locked for {within:g} s") from None
+                    time.sleep(0.001)
+        try:
+            yield
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def taken_from_below(self) -> int:
-        """How many shards have been taken from the first up."""
-        return self._read()[0]
 
     def _read(self) -> tuple[int, int, int]:
         low, high, shards = _COUNTERS.unpack(os.pread(self._fd, _COUNTERS.size, 0))

@@ -24,10 +24,14 @@ from typing import Final, Protocol
 import msgspec
 
 from eventstore.layout import Layout
-from eventstore.shard_claims import ShardClaims
+from eventstore.shard_claims import ClaimsStuck, ShardClaims
 from eventstore.verify_logs import LogsSeen, Shards, shards_read
 
 log = logging.getLogger("jobtrail.store")
+
+CLAIM_SECONDS: Final = 5.0
+"""How long `verify` waits for the claims' lock (held for microseconds at a time) before
+it ends a second process that holds it and does not let go (stopped, or hung)."""
 
 LAST_SHARD_SECONDS: Final = 30.0
 """How long the second process may take, once `verify` has taken the last shard, to hand
@@ -128,11 +132,16 @@ class SharedRead:
         """Every log, in shard order. (A second process that lists other shards than this
         one fails before it takes any, and this one reads them all.)"""
         mine = []
-        for index, logs in shards_read(self._shards, self._claims, from_top=True):
-            mine.append((index, logs))
+        while (index := self._take(helper)) is not None:
+            mine.append((index, self._shards.read(index)))
             self._take_in(helper)
         self._take_in(helper)
-        if self._taken != self._claims.taken_from_below():  # it has some still to hand on
+        try:
+            below = self._claims.taken_from_below(within=CLAIM_SECONDS)
+        except ClaimsStuck:
+            helper.stop()
+            below = self._claims.taken_from_below()
+        if self._taken != below:  # it has some still to hand on
             if self._trusted:
                 helper.result(timeout=LAST_SHARD_SECONDS)
             helper.stop()
@@ -143,6 +152,15 @@ class SharedRead:
         for _, logs in reversed(mine):
             self._theirs.extend(logs)
         return self._theirs
+
+    def _take(self, helper: Helper) -> int | None:
+        """The next shard from the last down, or None when all are taken. A second process
+        that holds the claims' lock for CLAIM_SECONDS is ended (its lock goes with it)."""
+        while True:
+            try:
+                return self._claims.take(from_top=True, within=CLAIM_SECONDS)
+            except ClaimsStuck:
+                helper.stop()
 
     def _take_in(self, helper: Helper) -> None:
         """Join the parts handed on since; after one that is not right, trust none."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from eventstore.shard_claims import ShardClaims
+from eventstore.shard_claims import ClaimsStuck, ShardClaims
 
 
 def test_takers_from_both_ends_meet_and_share_every_shard_once(tmp_path: Path) -> None:
@@ -53,3 +56,21 @@ def test_racing_takers_never_take_a_shard_twice(tmp_path: Path) -> None:
     assert sorted(low + high) == list(range(shards))
     assert low == sorted(low) and high == sorted(high, reverse=True)
     assert not low or not high or max(low) < min(high)
+
+
+def test_a_lock_not_let_go_is_reported_after_the_time_given(tmp_path: Path) -> None:
+    path = str(tmp_path / "claims")
+    claims = ShardClaims(path, 4)
+    holder = os.open(path, os.O_RDWR)  # as a process stopped inside `take` holds it
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ClaimsStuck):
+            claims.take(from_top=True, within=0.05)
+        with pytest.raises(ClaimsStuck):
+            claims.taken_from_below(within=0.05)
+        assert time.monotonic() - started < 5
+    finally:
+        os.close(holder)  # the holder ends: its lock goes with it
+    assert claims.take(from_top=True, within=0.05) == 3
+    claims.close()

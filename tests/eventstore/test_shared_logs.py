@@ -7,11 +7,13 @@ runs the real second process.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
 import pytest
 
+from eventstore import shared_logs
 from eventstore.layout import SHARDS, Layout
 from eventstore.shard_claims import ShardClaims, ShardsChanged
 from eventstore.shared_logs import PartsReader, ShardPart, SharedRead, write_part, write_parts
@@ -157,3 +159,26 @@ def test_parts_are_taken_in_whole_as_the_second_process_writes_them(tmp_path: Pa
     parts = first + rest
     assert [p.index for p in parts] == list(range(SHARDS))
     assert joined([(p.index, p.logs) for p in parts]) == logs_seen(layout)
+
+
+def test_a_second_process_that_holds_the_lock_is_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_logs, "CLAIM_SECONDS", 0.05)
+    layout, shared = _start(tmp_path)
+    _hand_on(layout, tmp_path, 2)
+    holder = os.open(tmp_path / "claims", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # stopped inside `take`
+
+    class Holding(StandIn):
+        def stop(self) -> None:
+            super().stop()
+            if self.stopped == 1:
+                os.close(holder)  # ended: its lock goes with it
+
+    helper = Holding()
+    try:
+        assert shared.read(helper) == logs_seen(layout)
+    finally:
+        shared.close()
+    assert helper.stopped >= 1

@@ -399,6 +399,7 @@ def test_a_second_process_stopped_half_way_is_ended_and_its_shards_read_here(
     store: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(shared_logs, "LAST_SHARD_SECONDS", 1.0)
+    monkeypatch.setattr(shared_logs, "CLAIM_SECONDS", 1.0)  # it may stop holding the lock
     whole = logs_seen(Layout(store.data))
     shared = verify._SharedLogs.start(store.data)
     assert shared is not None
