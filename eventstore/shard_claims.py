@@ -14,19 +14,21 @@ import fcntl
 import os
 import struct
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final
 
-_COUNTERS: Final = struct.Struct("<III")
-"""The next shard from below, one past the next from above, and how many there are."""
+_COUNTERS: Final = struct.Struct("<IIII")
+"""The next shard from below, one past the next from above, how many there are, and the
+CRC-32 of their names (so that both processes number the same shards alike)."""
 
 
 class ShardsChanged(Exception):
-    """The process that opened the claims lists another number of shard directories."""
+    """This process lists other shard directories than the one that made the claims."""
 
 
-class ClaimsStuck(Exception):
+class ClaimsStuck(OSError):
     """The other process holds the claims' lock and does not let go (it is stopped, or
     hangs): ending it releases the lock."""
 
@@ -34,19 +36,25 @@ class ClaimsStuck(Exception):
 class ShardClaims:
     """One process's handle on the shared claims (see the module's docstring)."""
 
-    def __init__(self, path: str, shards: int | None = None) -> None:
-        """Open the claims at `path`; with `shards`, create them, none taken yet."""
-        create = shards is not None
+    def __init__(self, path: str, names: Sequence[str] | None = None) -> None:
+        """Open the claims at `path`; with the shard directories' `names`, create them,
+        none taken yet."""
+        create = names is not None
         self._fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
-        if shards is not None:
-            os.pwrite(self._fd, _COUNTERS.pack(0, shards, shards), 0)
+        if names is not None:
+            os.pwrite(self._fd, _COUNTERS.pack(0, len(names), len(names), _listing(names)), 0)
         self.shards: int = self._read()[2]
+
+    def check(self, names: Sequence[str]) -> None:
+        """ShardsChanged unless `names` are the shards the claims were made for."""
+        if (len(names), _listing(names)) != self._read()[2:]:
+            raise ShardsChanged(f"{len(names)} shard directories listed, not those claimed")
 
     def take(self, *, from_top: bool = False, within: float | None = None) -> int | None:
         """The index of the next shard from this end, now this process's; None when all
         are taken. ClaimsStuck if the lock is not had within `within` seconds."""
         with self._locked(within):
-            low, high, shards = self._read()
+            low, high, shards, listing = self._read()
             if low >= high:
                 return None
             if from_top:
@@ -55,7 +63,7 @@ class ShardClaims:
             else:
                 taken = low
                 low += 1
-            os.pwrite(self._fd, _COUNTERS.pack(low, high, shards), 0)
+            os.pwrite(self._fd, _COUNTERS.pack(low, high, shards, listing), 0)
             return taken
 
     def taken_from_below(self, *, within: float | None = None) -> int:
@@ -84,9 +92,13 @@ class ShardClaims:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _read(self) -> tuple[int, int, int]:
-        low, high, shards = _COUNTERS.unpack(os.pread(self._fd, _COUNTERS.size, 0))
-        return low, high, shards
+    def _read(self) -> tuple[int, int, int, int]:
+        low, high, shards, listing = _COUNTERS.unpack(os.pread(self._fd, _COUNTERS.size, 0))
+        return low, high, shards, listing
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _listing(names: Sequence[str]) -> int:
+    return zlib.crc32("/".join(names).encode())

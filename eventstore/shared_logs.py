@@ -25,7 +25,7 @@ import msgspec
 
 from eventstore.layout import Layout
 from eventstore.shard_claims import ClaimsStuck, ShardClaims
-from eventstore.verify_logs import LogsSeen, Shards, shards_read
+from eventstore.verify_logs import LogsSeen, Shards
 
 log = logging.getLogger("jobtrail.store")
 
@@ -52,10 +52,12 @@ _PART: Final = msgspec.msgpack.Decoder(ShardPart)
 def write_parts(layout: Layout, claims: ShardClaims, fd: int) -> int:
     """Read the shards taken from the first up, appending each one's logs to `fd` as soon
     as they are read; how many were written. ShardsChanged, before taking any, if this
-    process lists other shards than the claims count."""
+    process lists other shards than those the claims were made for."""
+    shards = Shards(layout)
+    claims.check(shards.names)
     written = 0
-    for index, logs in shards_read(Shards(layout), claims):
-        write_part(fd, ShardPart(index, logs))
+    while (index := claims.take()) is not None:
+        write_part(fd, ShardPart(index, shards.read(index)))
         written += 1
     return written
 
@@ -117,7 +119,7 @@ class SharedRead:
 
     def __init__(self, layout: Layout, directory: str) -> None:
         self._shards = Shards(layout)  # OSError if `streams/` cannot be listed
-        self._claims = ShardClaims(f"{directory}/claims", len(self._shards.names))
+        self._claims = ShardClaims(f"{directory}/claims", self._shards.names)
         try:
             os.close(os.open(f"{directory}/parts", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             self._parts = PartsReader(f"{directory}/parts")
@@ -130,7 +132,8 @@ class SharedRead:
 
     def read(self, helper: Helper) -> LogsSeen:
         """Every log, in shard order. (A second process that lists other shards than this
-        one fails before it takes any, and this one reads them all.)"""
+        one fails before it takes any, and this one reads them all.) ClaimsStuck if the
+        claims' lock stays held after the second process was ended."""
         mine = []
         while (index := self._take(helper)) is not None:
             mine.append((index, self._shards.read(index)))
@@ -139,14 +142,14 @@ class SharedRead:
         try:
             below = self._claims.taken_from_below(within=CLAIM_SECONDS)
         except ClaimsStuck:
-            helper.stop()
-            below = self._claims.taken_from_below()
+            self._end_holder(helper)
+            below = self._claims.taken_from_below(within=CLAIM_SECONDS)
         if self._taken != below:  # it has some still to hand on
             if self._trusted:
                 helper.result(timeout=LAST_SHARD_SECONDS)
             helper.stop()
             self._take_in(helper)
-            missing = range(self._taken, self._claims.taken_from_below())  # final: it is gone
+            missing = range(self._taken, self._claims.taken_from_below(within=CLAIM_SECONDS))
             for index in missing:
                 self._theirs.extend(self._shards.read(index))
         for _, logs in reversed(mine):
@@ -156,11 +159,21 @@ class SharedRead:
     def _take(self, helper: Helper) -> int | None:
         """The next shard from the last down, or None when all are taken. A second process
         that holds the claims' lock for CLAIM_SECONDS is ended (its lock goes with it)."""
-        while True:
-            try:
-                return self._claims.take(from_top=True, within=CLAIM_SECONDS)
-            except ClaimsStuck:
-                helper.stop()
+        try:
+            return self._claims.take(from_top=True, within=CLAIM_SECONDS)
+        except ClaimsStuck:
+            self._end_holder(helper)
+            return self._claims.take(from_top=True, within=CLAIM_SECONDS)
+
+    def _end_holder(self, helper: Helper) -> None:
+        """End the second process: it held the claims' lock and did not let go. Raises
+        ClaimsStuck (an OSError: `verify` then checks the plain way) if the lock stays held."""
+        log.warning(
+            "verify: the second process held the shard claims for %g s; ending it and "
+            "reading its shards in this one",
+            CLAIM_SECONDS,
+        )
+        helper.stop()
 
     def _take_in(self, helper: Helper) -> None:
         """Join the parts handed on since; after one that is not right, trust none."""

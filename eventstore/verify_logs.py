@@ -4,9 +4,8 @@ Most logs are a few small records: each is read in one `preadv` into one buffer 
 records checked in one loop (`framewalk.chain`), which leaves its version, the digest of
 its ids and its last position. Any log that is not that simple (a torn tail, damage, a
 foreign event, a large file) is only marked, and `verify` walks it record by record
-itself. Reading no feed, this can run in another process while `verify` walks the feed
-(`python -m eventstore.verify_logs`, `main`), handing on each shard directory's logs as
-soon as they are read.
+itself. Reading no feed, this can run in another process while `verify` walks the feed,
+a shard directory at a time (`shared_logs`).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import msgspec
 from eventstore import framewalk, framing, streams
 from eventstore.errors import InvalidId
 from eventstore.layout import SHARDS, Layout
-from eventstore.shard_claims import ShardClaims, ShardsChanged
 
 WHOLE_FILE: Final = 1 << 20
 """Logs shorter than this are read in one call, nearly all of them: one or a few records."""
@@ -133,26 +131,8 @@ _EVENTS: Final = msgspec.msgpack.Decoder(list[_Event])
 
 def logs_seen(layout: Layout) -> LogsSeen:
     """Read every stream log of the data directory (see the module's docstring)."""
-    return joined(list(shards_read(Shards(layout))))
-
-
-def shards_read(
-    shards: Shards, claims: ShardClaims | None = None, *, from_top: bool = False
-) -> Iterator[tuple[int, LogsSeen]]:
-    """Each shard directory's logs, as soon as they are read, with the shard's index: every
-    shard in order, or those this process takes from `claims`, from the first up or the
-    last down, one at a time until none is left. ShardsChanged if `claims` counts other
-    shards than the listing holds."""
-    if claims is not None and claims.shards != len(shards.names):
-        raise ShardsChanged(f"{len(shards.names)} shards listed, the claims say {claims.shards}")
-    index: int | None = 0
-    while True:
-        index = claims.take(from_top=from_top) if claims is not None else index
-        if index is None or index >= len(shards.names):
-            return
-        yield index, shards.read(index)
-        if claims is None:
-            index += 1
+    shards = Shards(layout)
+    return joined([(index, shards.read(index)) for index in range(len(shards.names))])
 
 
 class Shards:

@@ -301,7 +301,7 @@ def store_check(data: Path) -> Report:
 
 class Partner(Generic[T]):
     """Half of a pass in another process: `python -m service.operator.feedscan ...`, or
-    another `module` that answers the same way (`eventstore.verify_logs`).
+    another `module` that answers the same way (`eventstore.shared_logs`).
 
     A plain child process rather than multiprocessing: nothing of this process (its main
     module, its threads) is re-imported or forked. Its answer is msgpack on its stdout.

@@ -197,7 +197,7 @@ class _SharedLogs:
         except OSError:
             return None
 
-    def result(self) -> LogsSeen | None:
+    def result(self) -> LogsSeen:
         return self._read.read(self._helper)
 
     def __enter__(self) -> Self:

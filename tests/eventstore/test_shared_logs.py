@@ -15,7 +15,7 @@ import pytest
 
 from eventstore import shared_logs
 from eventstore.layout import SHARDS, Layout
-from eventstore.shard_claims import ShardClaims, ShardsChanged
+from eventstore.shard_claims import ClaimsStuck, ShardClaims, ShardsChanged
 from eventstore.shared_logs import PartsReader, ShardPart, SharedRead, write_part, write_parts
 from eventstore.verify_logs import Shards, joined, logs_seen
 from tests.eventstore.test_verify_logs import _odd_store
@@ -125,7 +125,8 @@ def test_a_part_out_of_order_is_not_trusted(tmp_path: Path) -> None:
 
 def test_a_second_process_listing_other_shards_takes_none(tmp_path: Path) -> None:
     layout = _odd_store(tmp_path / "data")
-    claims = ShardClaims(str(tmp_path / "claims"), SHARDS + 1)
+    names = Shards(layout).names
+    claims = ShardClaims(str(tmp_path / "claims"), [*names[:-1], "zz"])  # as many, not the same
     fd = os.open(tmp_path / "parts", os.O_CREAT | os.O_WRONLY, 0o600)
     try:
         with pytest.raises(ShardsChanged):
@@ -137,7 +138,7 @@ def test_a_second_process_listing_other_shards_takes_none(tmp_path: Path) -> Non
 
 def test_parts_are_taken_in_whole_as_the_second_process_writes_them(tmp_path: Path) -> None:
     layout = _odd_store(tmp_path / "data")
-    claims = ShardClaims(str(tmp_path / "claims"), SHARDS)
+    claims = ShardClaims(str(tmp_path / "claims"), Shards(layout).names)
     path = tmp_path / "parts"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
     try:
@@ -182,3 +183,22 @@ def test_a_second_process_that_holds_the_lock_is_ended(
     finally:
         shared.close()
     assert helper.stopped >= 1
+
+
+def test_a_lock_held_after_the_second_process_was_ended_is_an_error_not_a_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`verify` then checks the plain way (ClaimsStuck is an OSError)."""
+    monkeypatch.setattr(shared_logs, "CLAIM_SECONDS", 0.05)
+    layout, shared = _start(tmp_path)
+    holder = os.open(tmp_path / "claims", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # held by something ending the process does not end
+    helper = StandIn()
+    try:
+        with pytest.raises(ClaimsStuck):
+            shared.read(helper)
+    finally:
+        os.close(holder)
+        shared.close()
+    assert helper.stopped == 1
+    assert issubclass(ClaimsStuck, OSError)

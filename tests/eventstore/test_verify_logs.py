@@ -11,7 +11,6 @@ import pytest
 from eventstore.errors import InvalidId
 from eventstore.filelog import FileLog
 from eventstore.layout import SHARDS, Layout
-from eventstore.shard_claims import ShardClaims, ShardsChanged
 from eventstore.verify import verify
 from eventstore.verify_logs import (
     BAD_NAME,
@@ -21,7 +20,6 @@ from eventstore.verify_logs import (
     _stream_of,
     joined,
     logs_seen,
-    shards_read,
 )
 from tests.eventstore.test_prune import SMALL_SEGMENT, build, prune_batch
 
@@ -137,14 +135,9 @@ def test_logs_read_in_two_parts_are_the_logs_read_in_one(tmp_path: Path, from_be
     layout = _odd_store(tmp_path / "data")
     whole = logs_seen(layout)
     assert whole.others and whole.bad and whole.clean, "the store has every kind of log"
-    first = ShardClaims(str(tmp_path / "a"), SHARDS)
-    for _ in range(SHARDS - from_below):
-        first.take(from_top=True)  # the main one's part, read below
-    below = joined(list(shards_read(Shards(layout), first)))
-    second = ShardClaims(str(tmp_path / "b"), SHARDS)
-    for _ in range(from_below):
-        second.take()
-    above = joined(list(shards_read(Shards(layout), second, from_top=True)))
+    shards = Shards(layout)
+    below = joined([(i, shards.read(i)) for i in range(from_below)])  # the second process's
+    above = joined([(i, shards.read(i)) for i in range(from_below, SHARDS)])  # the main one's
     below.extend(msgspec.msgpack.decode(msgspec.msgpack.encode(above), type=LogsSeen))
     assert below == whole
     assert list(below.logs()) == list(whole.logs())
@@ -162,9 +155,3 @@ def _path_of(layout: Layout, log: LogSeen) -> Path:
     if log.size == BAD_NAME:  # its stream is "<shard>/<file name>"
         return layout.streams / log.stream
     return layout.stream_path(log.stream)
-
-
-def test_a_claims_file_of_another_shard_count_is_refused(tmp_path: Path) -> None:
-    layout = _odd_store(tmp_path / "data")
-    with pytest.raises(ShardsChanged):
-        next(shards_read(Shards(layout), ShardClaims(str(tmp_path / "claims"), SHARDS - 1)))
