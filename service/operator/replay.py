@@ -296,9 +296,11 @@ def rebuild(
         jobs.finish(model.jobs)
         return _rebuilt(model, scan, until)
     with Partner(Folded, "fold", str(log.layout.root), str(until), *_PARTNER) as partner:
+        started = time.monotonic()
         scan = scan_feed(log, folder(mine), until=until, bar=bar, batch=BATCH)
         jobs.finish(model.jobs)
-        theirs = partner.result()
+        own = time.monotonic() - started
+        theirs = partner.result(timeout=max(PARTNER_GRACE_SECONDS, 2 * own))
     failed = theirs is None
     if theirs is None:  # the partner failed: fold its part here after all
         theirs = fold_part(log.layout.root, _PARTNER, until)
@@ -318,6 +320,11 @@ def rebuild(
 
 BATCH: Final = 256
 """Records per call of the fold: a rebuild cares for no record's bounds."""
+
+PARTNER_GRACE_SECONDS: Final = 60.0
+"""The second process reads the same feed and folds less: once this one is done, it gets
+twice this one's time, and at least this long, before it is ended as hung and its part
+is folded here."""
 
 
 def _rebuilt(model: ReadModel, scan: Scan, until: int, processes: int = 1) -> Rebuilt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,7 +31,7 @@ from service.app import create_app
 from service.auth import Principal, Role, issue_token
 from service.cli import main
 from service.operator import replay
-from service.operator.feedscan import Bar
+from service.operator.feedscan import Bar, Partner
 from service.settings import Settings, with_handlers
 from tests.eventstore.helpers import spawn, wait_for_line
 from tests.uvicorn_client import served_client
@@ -500,6 +501,25 @@ def test_the_parallel_rebuild_equals_the_serial_one(
     assert serial.model == parallel.model
     assert capsys.readouterr().err == "", "the second process did its part"
     assert (serial.processes, parallel.processes) == (1, 2)
+
+
+def test_a_hung_second_process_is_ended_and_its_part_folded_here(
+    built: Built, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def hung(answer: type[Any], *argv: str) -> Partner[Any]:
+        return Partner(answer, "-n1", "-r1", "import time; time.sleep(60)", module="timeit")
+
+    monkeypatch.setattr(replay, "Partner", hung)
+    monkeypatch.setattr(replay, "PARTNER_GRACE_SECONDS", 0.5)
+    log = FileLog(built.data, create=False, readonly=True)
+    head = log.head()
+    log.close()
+    serial = replay.rebuild(built.data, head, parallel=False)
+    started = time.monotonic()
+    parallel = replay.rebuild(built.data, head, parallel=True)
+    assert time.monotonic() - started < 30
+    assert parallel.model == serial.model and parallel.processes == 1
+    assert "no answer within" in capsys.readouterr().err
 
 
 def test_progress_goes_to_standard_error_when_asked_for(
