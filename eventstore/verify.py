@@ -11,6 +11,7 @@ finished by the next one) or not yet; it has no log to compare.
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,11 @@ class _Envelope(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 _ENVELOPES: Final = msgspec.msgpack.Decoder(list[_Envelope])
 _TOMBSTONE: Final = "job_pruned"
+DECODE_BATCH: Final = 256
+"""Records decoded in one call (as one msgpack array): few enough to stay in cache."""
+_ARRAY: Final = struct.Struct(">BI")
+"""The header of a msgpack array of up to 2**32 - 1 items (array 32)."""
+
 HOOK_BATCH: Final = 1024
 """Envelopes handed to a `FeedHook` at a time: a whole 8 MiB chunk's (30,000 or more)
 kept alive at once cost 20% of the walk in memory traffic."""
@@ -274,6 +280,7 @@ class _Segment:
     report: Report
     hook: FeedHook | None
     inode: int = -1
+    _batch_decoder: msgspec.msgpack.Decoder[Any] | None = None
 
     def run(self, layout: Layout, first: int, where: str, check: _Check) -> Tail | None:
         fd = os.open(layout.segment(first), os.O_RDONLY)
@@ -290,8 +297,12 @@ class _Segment:
             os.close(fd)
 
     def records(self, payloads: list[bytes | bytearray]) -> None:
-        """The events of valid records, in order: the per-event loop of the whole check."""
-        decode = self.hook.decoder.decode if self.hook is not None else _ENVELOPES.decode
+        """The events of valid records, in order: the per-event loop of the whole check.
+
+        Payloads are decoded DECODE_BATCH at a time, as one msgpack array of them: one
+        decoder call instead of one per record.
+        """
+        decode = self._decoder().decode
         on_events = self.hook.on_events if self.hook is not None else None
         now = self.feed.now
         get = now.get
@@ -300,34 +311,44 @@ class _Segment:
         events = 0
         batch: list[Any] = []  # for the hook: one call per HOOK_BATCH events or more
         more = batch.extend
-        for payload in payloads:
-            envelopes = decode(payload)
-            if on_events is not None:
-                more(envelopes)
-                if len(batch) >= HOOK_BATCH:
-                    on_events(batch)
-                    batch = []
-                    more = batch.extend
-            events += len(envelopes)
-            tombstones = False
-            for e in envelopes:
-                stream = e.stream
-                version = e.version
-                s = get(stream, 0)
-                if version != (s >> SUM_SHIFT) + 1:
-                    detail = f"version {version} at position {e.position} follows {s >> SUM_SHIFT}"
-                    self.gaps.append(Finding("error", "gap", stream, detail))
-                digest = crc32(e.id, s & DIGEST_MASK)
-                if e.position >= applied_before:
-                    self._after_mark(stream, s, version, digest)
-                now[stream] = version << SUM_SHIFT | digest  # pack_sum, inline
-                if e.event.type == _TOMBSTONE:
-                    tombstones = True
-            if tombstones:
-                self._tombstones(payload)
+        for start in range(0, len(payloads), DECODE_BATCH):
+            some = payloads[start : start + DECODE_BATCH]
+            for i, envelopes in enumerate(decode(_ARRAY.pack(0xDD, len(some)) + b"".join(some))):
+                if on_events is not None:
+                    more(envelopes)
+                    if len(batch) >= HOOK_BATCH:
+                        on_events(batch)
+                        batch = []
+                        more = batch.extend
+                events += len(envelopes)
+                tombstones = False
+                for e in envelopes:
+                    stream = e.stream
+                    version = e.version
+                    s = get(stream, 0)
+                    if version != (s >> SUM_SHIFT) + 1:
+                        detail = (
+                            f"version {version} at position {e.position} follows {s >> SUM_SHIFT}"
+                        )
+                        self.gaps.append(Finding("error", "gap", stream, detail))
+                    digest = crc32(e.id, s & DIGEST_MASK)
+                    if e.position >= applied_before:
+                        self._after_mark(stream, s, version, digest)
+                    now[stream] = version << SUM_SHIFT | digest  # pack_sum, inline
+                    if e.event.type == _TOMBSTONE:
+                        tombstones = True
+                if tombstones:
+                    self._tombstones(some[i])
         self.report.events += events
         if on_events is not None and batch:
             on_events(batch)
+
+    def _decoder(self) -> msgspec.msgpack.Decoder[Any]:
+        """A decoder of an array of payloads, each an array of envelopes."""
+        if self._batch_decoder is None:
+            one = self.hook.decoder if self.hook is not None else _ENVELOPES
+            self._batch_decoder = msgspec.msgpack.Decoder(list[one.type])  # type: ignore[name-defined]
+        return self._batch_decoder
 
     def _after_mark(self, stream: str, s: int, version: int, digest: int) -> None:
         late = self.feed.after_mark.get(stream)
