@@ -125,6 +125,8 @@ class _Envelope(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 _ENVELOPES: Final = msgspec.msgpack.Decoder(list[_Envelope])
+_ENVELOPE_RECORDS: Final = msgspec.msgpack.Decoder(list[list[_Envelope]])
+"""Several records' payloads as one msgpack array (`DECODE_BATCH`)."""
 _TOMBSTONE: Final = "job_pruned"
 DECODE_BATCH: Final = 256
 """Records decoded in one call (as one msgpack array): few enough to stay in cache."""
@@ -155,9 +157,10 @@ class Envelope(Protocol):
 class FeedHook:
     """Hands each record of the feed walk to a second check, decoded once for both.
 
-    `decoder` decodes a payload to envelopes (`Envelope`: `records.RecordedEvent`'s fields
-    in its order, and an event with a `type`). After the walk `whole` says whether every
-    record of the feed's valid prefix went to `on_events`, with no damage before the end.
+    `decoder` decodes a msgpack array of payloads (`DECODE_BATCH` records at a time), each
+    to its envelopes (`Envelope`: `records.RecordedEvent`'s fields in its order, and an
+    event with a `type`). After the walk `whole` says whether every record of the feed's
+    valid prefix went to `on_events`, with no damage before the end.
     """
 
     decoder: msgspec.msgpack.Decoder[Any]
@@ -280,7 +283,6 @@ class _Segment:
     report: Report
     hook: FeedHook | None
     inode: int = -1
-    _batch_decoder: msgspec.msgpack.Decoder[Any] | None = None
 
     def run(self, layout: Layout, first: int, where: str, check: _Check) -> Tail | None:
         fd = os.open(layout.segment(first), os.O_RDONLY)
@@ -302,7 +304,7 @@ class _Segment:
         Payloads are decoded DECODE_BATCH at a time, as one msgpack array of them: one
         decoder call instead of one per record.
         """
-        decode = self._decoder().decode
+        decode = self.hook.decoder.decode if self.hook is not None else _ENVELOPE_RECORDS.decode
         on_events = self.hook.on_events if self.hook is not None else None
         now = self.feed.now
         get = now.get
@@ -342,13 +344,6 @@ class _Segment:
         self.report.events += events
         if on_events is not None and batch:
             on_events(batch)
-
-    def _decoder(self) -> msgspec.msgpack.Decoder[Any]:
-        """A decoder of an array of payloads, each an array of envelopes."""
-        if self._batch_decoder is None:
-            one = self.hook.decoder if self.hook is not None else _ENVELOPES
-            self._batch_decoder = msgspec.msgpack.Decoder(list[one.type])  # type: ignore[name-defined]
-        return self._batch_decoder
 
     def _after_mark(self, stream: str, s: int, version: int, digest: int) -> None:
         late = self.feed.after_mark.get(stream)

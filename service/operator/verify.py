@@ -27,7 +27,7 @@ from eventstore.shared_logs import SharedRead
 from eventstore.verify import FeedHook, Finding, Report, verify
 from eventstore.verify_logs import LogsSeen
 from projections.history_check import HistoryCheck
-from projections.rule_events import RULE_ENVELOPES, RuleEnvelope
+from projections.rule_events import RULE_RECORDS, RuleEnvelope
 from service.operator import command_parser
 from service.operator.feedscan import (
     Bar,
@@ -150,7 +150,7 @@ def check(
             shared if shared is not None else nullcontext(None) as partner,
             Bar("checking the store and the job rules", head_hint(log), show=show) as bar,
         ):
-            hook = FeedHook(RULE_ENVELOPES, _with_progress(rules, bar) if show else rules.check)
+            hook = FeedHook(RULE_RECORDS, _with_progress(rules, bar) if show else rules.check)
             try:
                 report = verify(settings.data, hook=hook, logs=partner.result if partner else None)
             except NotADataDirectory:
