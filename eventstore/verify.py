@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -138,29 +138,15 @@ HOOK_BATCH: Final = 1024
 kept alive at once cost 20% of the walk in memory traffic."""
 
 
-class Envelope(Protocol):
-    """What the feed walk reads of an envelope; `event.type` is its tag."""
-
-    @property
-    def position(self) -> int: ...
-    @property
-    def stream(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def id(self) -> msgspec.Raw: ...
-    @property
-    def event(self) -> Any: ...
-
-
 @dataclass(slots=True)
 class FeedHook:
     """Hands each record of the feed walk to a second check, decoded once for both.
 
     `decoder` decodes a msgpack array of payloads (`DECODE_BATCH` records at a time), each
-    to its envelopes (`Envelope`: `records.RecordedEvent`'s fields in its order, and an
-    event with a `type`). After the walk `whole` says whether every record of the feed's
-    valid prefix went to `on_events`, with no damage before the end.
+    to its envelopes: Structs with `records.RecordedEvent`'s fields in its order, `id` as
+    `msgspec.Raw` (its bytes go into the digests) and an `event` with a `type` (its tag).
+    After the walk `whole` says whether every record of the feed's valid prefix went to
+    `on_events`, with no damage before the end.
     """
 
     decoder: msgspec.msgpack.Decoder[Any]

@@ -135,9 +135,6 @@ class RuleEnvelope(msgspec.Struct, frozen=True, array_like=True, gc=False):
     event: AnyRuleEvent
 
 
-RULE_ENVELOPES: Final = msgspec.msgpack.Decoder(list[RuleEnvelope])
-"""A record's payload, as the rules and the store check read it."""
-
 RULE_RECORDS: Final = msgspec.msgpack.Decoder(list[list[RuleEnvelope]])
 """Several records' payloads as one msgpack array, as `verify`'s feed walk hands them over
 (`eventstore.verify.FeedHook`)."""
