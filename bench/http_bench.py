@@ -1,8 +1,10 @@
 """The HTTP benchmark (`make bench ONLY=http`): the service against a bare Starlette app.
 
 Both run under the same uvicorn settings and take the same load from wrk (Debian's,
-installed here if missing) with 64 connections, in alternating rounds. SSE figures come
-from 1,000 subscribers of /api/events held by four client processes.
+installed here if missing) with 64 connections, in alternating rounds. Beside them, the
+`floor` app does only the store's part of a creation, with no framework or service: its
+rate bounds any service over the file store (reported under `store_floor`). SSE figures
+come from 1,000 subscribers of /api/events held by four client processes.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def run(ctx: Context) -> Result:
         scratch_dir(ctx, "http") as tmp,
         _server(ctx, "bare", tmp) as bare,
         _server(ctx, "jobtrail", tmp) as served,
+        _server(ctx, "floor", tmp) as floor,
     ):
         token = issue_token(SECRET, Principal("bench", "admin1", "admin"), 3600)
         job_id = httpx.post(
@@ -72,6 +75,8 @@ def run(ctx: Context) -> Result:
             if method in parts
             for side, server in (("bare", bare), ("jobtrail", served))
         ]
+        if "post" in parts:  # the store's own bound on creations, beside the others
+            sides.append(("floor_post", f"{floor.url}/api/jobs", scripts["post"]))
         for r in range(plan.rounds if sides else 0):
             shift = r % len(sides)
             for name, url, script in sides[shift:] + sides[:shift]:
@@ -121,11 +126,21 @@ def run(ctx: Context) -> Result:
         "requests_per_s": {k: summary([v[0] for v in vs]) for k, vs in runs.items()},
         "p99_ms": {k: summary([v[1] for v in vs]) for k, vs in runs.items()},
         "sse": sse,
+        "store_floor": _floor(rate, p99) if "post" in parts else None,
         "load": f"wrk -t2 -c{plan.connections} -d{int(plan.seconds)}s, {plan.rounds} rounds",
         "parts": sorted(parts),
     }
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "python": sys.version.split()[0]}
     return Result(figures, baseline, meta)
+
+
+def _floor(rate: dict[str, float], p99: dict[str, float]) -> dict[str, float]:
+    """The creation figures of the `floor` app, the store's part of a creation alone: no
+    service over the file store can do better on this machine (bench/http_servers.py)."""
+    return {
+        "creations_per_s_ratio": ratio(rate["floor_post"], rate["bare_post"]),
+        "p99_ratio": ratio(p99["floor_post"], p99["bare_post"]),
+    }
 
 
 def _parts() -> set[str]:
@@ -171,7 +186,7 @@ def _server(ctx: Context, kind: str, tmp: Path) -> Iterator[Server]:
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ctx.repo)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.http_servers", kind, str(port), str(tmp / "data")],
+        [sys.executable, "-m", "bench.http_servers", kind, str(port), str(tmp / kind)],
         cwd=ctx.repo,
         env=env,
         stdout=subprocess.DEVNULL,
