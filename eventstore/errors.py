@@ -46,3 +46,8 @@ class CorruptionError(StorageError):
 
 class StoreClosed(StorageError):
     """The store was closed, or stopped itself after a failed fsync."""
+
+
+class OutcomeUnknown(StorageError):
+    """An append whose committer died with it in hand, twice: it may or may not be stored
+    (reading the stream tells; a retry with the same event ids is safe)."""

@@ -16,13 +16,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import anyio
 import watchfiles
 
 from eventstore import planning
 from eventstore.clock import utcnow
+from eventstore.commit_process import CommitProcess
 from eventstore.errors import StoreClosed
 from eventstore.filelog import MAX_BATCH, FileLog, Request, die
 from eventstore.follow import Notifier, SharedReads, follow_feed
@@ -45,13 +46,14 @@ class FileStore(EventStore):
         notifier: Notifier,
         rescan_seconds: float,
         start_watcher: Callable[[], None] | None,
+        committer: Committer | None = None,
     ) -> None:
         self.log = log_
         self._notifier = notifier
         self._rescan = rescan_seconds
         self._start_watcher = start_watcher
         self._limiter = anyio.CapacityLimiter(64)
-        self._committer = _Committer(log_, asyncio.get_running_loop())
+        self._committer = committer or _Committer(log_, asyncio.get_running_loop())
         self._shared = SharedReads(self.read_all, notifier)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -108,7 +110,7 @@ class FileStore(EventStore):
         )
 
     async def aclose(self) -> None:
-        await self._run(self._committer.stop)
+        await self._committer.aclose()
         await self._run(self.log.close)
 
 
@@ -122,8 +124,14 @@ async def open_file_store(
     rescan_seconds: float = RESCAN_SECONDS,
     clock: Callable[[], datetime] = utcnow,
     on_fatal: Callable[[BaseException], NoReturn] = die,
+    commit_process: bool = False,
 ) -> AsyncIterator[FileStore]:
-    """Open (and, with `create`, initialise) a data directory; close it on exit."""
+    """Open (and, with `create`, initialise) a data directory; close it on exit.
+
+    With `commit_process`, the event loop's appends are committed by a child process
+    (`commit_process.CommitProcess`) rather than a thread of this one: for servers, whose
+    busy event loop would otherwise hold the GIL the committer thread needs between calls.
+    """
     file_log = await anyio.to_thread.run_sync(
         partial(
             FileLog, Path(root), create=create, readonly=readonly, clock=clock, on_fatal=on_fatal
@@ -138,7 +146,12 @@ async def open_file_store(
             def start_watcher() -> None:
                 tg.start_soon(_watch_feed, file_log.layout.feed_dir, notifier, stop)
 
-            store = FileStore(file_log, notifier, rescan_seconds, start_watcher if watch else None)
+            committer = (
+                CommitProcess(Path(root), on_fatal) if commit_process and not readonly else None
+            )
+            store = FileStore(
+                file_log, notifier, rescan_seconds, start_watcher if watch else None, committer
+            )
             try:
                 yield store
             finally:
@@ -168,6 +181,14 @@ async def _watch_feed(feed_dir: Path, notifier: Notifier, stop: anyio.Event) -> 
             log.warning("feed watcher failed, relying on rescans: %r", exc)
             with anyio.move_on_after(RESCAN_SECONDS * 4):
                 await stop.wait()
+
+
+class Committer(Protocol):
+    """Who commits the appends of this process's event loop."""
+
+    async def submit(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class _Committer:
@@ -202,7 +223,10 @@ class _Committer:
         assert request.result is not None
         return request.result
 
-    def stop(self) -> None:
+    async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self._stop)
+
+    def _stop(self) -> None:
         with self._stopping:
             if self._stopped:
                 return

@@ -159,6 +159,35 @@ def disk_full(data: str, limit: int) -> None:
     log.close()
 
 
+def commit_process_parent(data: str) -> None:
+    """Open a store whose appends a commit process makes, append, name the child, wait."""
+    import anyio
+
+    from eventstore.filestore import open_file_store
+
+    async def run() -> None:
+        async with open_file_store(data, commit_process=True) as store:
+            s = streams.job(str(uuid7()))
+            await store.append_many([AppendTo(s, [new(_requested())], 0)])
+            for pid in _commit_children(data):
+                say("CHILD", pid)
+            await anyio.sleep(60)  # the parent kills us long before this
+
+    anyio.run(run)
+
+
+def _commit_children(data: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if b"eventstore.commit_process" in cmdline and data.encode() in cmdline:
+            found.append(entry.name)
+    return found
+
+
 def _requested(pad: int = 0) -> JobRequested:
     return JobRequested(job_type="noop", site_id="s1", user_id="u1", params={"pad": "x" * pad})
 
@@ -179,6 +208,8 @@ if __name__ == "__main__":
         follower(args[0], int(args[1]), int(args[2]))
     elif mode == "fsync-fails":
         fsync_fails(args[0], int(args[1]))
+    elif mode == "commit-process-parent":
+        commit_process_parent(args[0])
     elif mode == "disk-full":
         disk_full(args[0], int(args[1]))
     else:
