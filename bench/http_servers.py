@@ -52,9 +52,10 @@ def bare_app() -> Starlette:
 
 
 class StoreFloor:
-    """A raw ASGI app whose POST does only the store's part of a creation: an upper bound
-    for any service over the file store on this machine (no routing, no token, no read
-    model, no metrics), measured beside the service in the same run."""
+    """A raw ASGI app whose POST does only the store's part of a creation, committed as
+    `serve` commits (a commit process): an upper bound for any service over the file store
+    on this machine (no routing, no token, no read model, no metrics), measured beside the
+    service in the same run."""
 
     def __init__(self, data: Path) -> None:
         self._data = data
@@ -82,7 +83,9 @@ class StoreFloor:
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         async with AsyncExitStack() as stack:
             await receive()  # lifespan.startup
-            self._store = await stack.enter_async_context(open_file_store(self._data, create=True))
+            self._store = await stack.enter_async_context(
+                open_file_store(self._data, create=True, commit_process=True)
+            )
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown
         await send({"type": "lifespan.shutdown.complete"})

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventstore import EventStore
 from eventstore.clock import utcnow
-from eventstore.errors import JobtrailError, StorageError
+from eventstore.errors import JobtrailError, OutcomeUnknown, StorageError
 from eventstore.filestore import FileStore
 from projections.model import READ_MODEL_CHECKPOINT, ReadModel
 from projections.runner import ProjectionRunner
@@ -160,7 +160,13 @@ async def _jobtrail_error(request: Request, exc: Exception) -> Response:
         return json_response(body, exc.status, headers)
     extra = getattr(exc, "extra", {})
     message = str(exc) if exc.status < 500 or exc.status == 503 else "Internal error."
-    if isinstance(exc, StorageError):
+    if isinstance(exc, OutcomeUnknown):
+        log.error("storage unavailable: %r", exc)
+        message = (
+            "Storage is unavailable, and whether this request was applied is unknown: "
+            "read before trying again, or repeat it with the same Idempotency-Key."
+        )
+    elif isinstance(exc, StorageError):
         log.error("storage unavailable: %r", exc)
         message = "Storage is unavailable; nothing was written. Try again later."
     return json_response(error_body(request, exc.code, message, **extra), exc.status, headers)

@@ -40,7 +40,9 @@ class ServedApp:
     async def _lifespan(self) -> AsyncIterator[None]:
         settings = with_handlers(from_env())
         async with AsyncExitStack() as stack:
-            store = await stack.enter_async_context(open_file_store(settings.data, create=True))
+            store = await stack.enter_async_context(
+                open_file_store(settings.data, create=True, commit_process=True)
+            )
             inner = create_app(store, settings)
             await stack.enter_async_context(inner.router.lifespan_context(inner))
             if self._worker_concurrency is not None:

@@ -9,14 +9,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
+from eventstore import AppendTo, RecordedEvent
+from eventstore.errors import OutcomeUnknown
 from eventstore.filelog import FileLog
+from eventstore.filestore import open_file_store
 from eventstore.verify import verify
+from service.app import create_app
 from service.auth import Principal, issue_token
+from service.settings import Settings
+from tests.uvicorn_client import served_client
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "a-test-secret-of-more-than-32-bytes-0123456789"
@@ -85,3 +92,26 @@ def test_a_full_disk_is_503_and_leaves_only_acknowledged_jobs(tmp_path: Path) ->
     log = FileLog(data, readonly=True)
     requested = [e for page in log.iter_all() for e in page if e.type == "requested"]
     assert sorted(e.stream[4:] for e in requested) == sorted(accepted)
+
+
+@pytest.mark.anyio
+async def test_an_append_of_unknown_outcome_is_503_and_says_so(tmp_path: Path) -> None:
+    """When two commit processes died holding a creation, the answer must not claim that
+    nothing was written: it may have been."""
+    data = tmp_path / "data"
+    settings = Settings(data=data, secret=SECRET, job_types=frozenset({"noop"}))
+    async with open_file_store(data) as store:
+
+        async def lost(batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
+            raise OutcomeUnknown("two commit processes ended with this append in hand")
+
+        store.append_many = lost  # type: ignore[method-assign]
+        async with served_client(create_app(store, settings)) as client:
+            token = issue_token(SECRET, Principal("s1", "u1", "member"), 600)
+            r = await client.post(
+                "/api/jobs", json={"type": "noop"}, headers={"Authorization": f"Bearer {token}"}
+            )
+    assert r.status_code == 503
+    assert r.json()["error"] == "StorageUnavailable"
+    assert "unknown" in r.json()["message"] and "nothing was written" not in r.json()["message"]
+    assert "retry-after" in r.headers
