@@ -59,7 +59,7 @@ async def _loop(seconds: float, one: Callable[[], Awaitable[None]]) -> dict[str,
 
 
 async def store_only(data: Path, seconds: float) -> dict[str, float]:
-    async with open_file_store(data, create=True) as store:
+    async with open_file_store(data, create=True, commit_process=True) as store:
 
         async def append() -> None:
             event = JobRequested(job_type="noop", site_id="bench", user_id="admin1")
@@ -81,7 +81,7 @@ async def asgi(data: Path, seconds: float) -> dict[str, float]:
         (b"content-length", str(len(BODY)).encode()),
     ]
     settings = with_handlers(from_env())
-    async with open_file_store(data, create=True) as store:
+    async with open_file_store(data, create=True, commit_process=True) as store:
         app = create_app(store, settings)
         async with app.router.lifespan_context(app):
 

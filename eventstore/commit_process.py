@@ -378,6 +378,7 @@ def _answer(seq: int, request: Request) -> _Answer:
 
 def main(argv: Sequence[str]) -> None:
     root, fd = argv
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with socket.socket(fileno=int(fd)) as sock:
