@@ -9,6 +9,7 @@ import uuid
 import anyio
 import pytest
 
+from service import commands
 from service.auth import Principal, issue_token
 from tests.service.conftest import SECRET, Service
 
@@ -363,3 +364,24 @@ async def test_deeply_nested_json_is_400_not_500(service: Service) -> None:
     deep = b'{"type": "noop", "params": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
     r = await service.client.post("/api/jobs", content=deep, headers=service.auth())
     assert r.status_code in (400, 413) and r.json()["error"] in ("InvalidJson", "PayloadTooLarge")
+
+
+async def test_an_unexpected_error_in_creation_is_a_bare_500(
+    service: Service, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Creation bypasses Starlette's error layers (app.HotRoutes): an exception it did not
+    expect still gets the envelope, no trace, the request id, and a line in the log."""
+
+    async def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("secret internals /srv/jobtrail")
+
+    monkeypatch.setattr(commands, "create_job", broken)
+    r = await service.client.post("/api/jobs", json={"type": "noop"}, headers=service.auth())
+    assert r.status_code == 500
+    body = r.json()
+    assert body["error"] == "InternalError" and body["message"] == "Internal error."
+    assert body["path"] == "/api/jobs" and "secret" not in r.text and "Traceback" not in r.text
+    assert r.headers["x-request-id"]
+    assert any("unhandled error on POST /api/jobs" in m for m in caplog.messages)
+    after = await service.client.get("/api/jobs", headers=service.auth())
+    assert after.status_code == 200 and after.json()["jobs"] == []
