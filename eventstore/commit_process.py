@@ -169,22 +169,33 @@ class CommitProcess(asyncio.Protocol):
         return recorded
 
     async def aclose(self) -> None:
-        """Let the child answer what it holds, then end it (end of file on its socket)."""
+        """Let the child answer what it holds, then end it (end of file on its socket).
+
+        A child that does not end within STOP_SECONDS (hung, stopped) is killed; what it
+        held, and what a dead child held, fails as of unknown outcome."""
         self._closed = True
         for task in list(self._restarts):
             task.cancel()
-        transport, proc = self._transport, self._proc
-        if transport is not None and not transport.is_closing():
-            self._flush()
-            ended: asyncio.Future[None] = self._loop.create_future()
-            self._ended.append(ended)
-            transport.write_eof()
-            with anyio.move_on_after(STOP_SECONDS):
-                await ended
-            transport.close()
-        self._fail(self._lost, StoreClosed("store is closed"))
-        if proc is not None:
-            await anyio.to_thread.run_sync(_reap, proc)
+        async with self._starting:  # a child being started is started, or not, first
+            transport, proc = self._transport, self._proc
+            if transport is not None and not transport.is_closing():
+                self._flush()
+                ended: asyncio.Future[None] = self._loop.create_future()
+                self._ended.append(ended)
+                transport.write_eof()
+                with anyio.move_on_after(STOP_SECONDS):
+                    await ended
+                if ended.done():
+                    transport.close()
+                else:  # hung: its buffered appends would keep close() waiting forever
+                    transport.abort()
+                    if proc is not None:
+                        proc.kill()
+            held = sorted(self._waiting.values(), key=lambda w: w.seq)
+            self._waiting.clear()
+            self._fail(held + self._lost, OutcomeUnknown(CLOSED))
+            if proc is not None:
+                await anyio.to_thread.run_sync(_reap, proc)
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -258,33 +269,48 @@ class CommitProcess(asyncio.Protocol):
                 self._proc = None
                 if status == FATAL_STATUS:  # no process may append after a failed fsync
                     reason = StorageError("the commit process stopped after a failed fsync")
-                    self._fail(self._lost, reason)
+                    self._fail(self._lost, OutcomeUnknown(f"{reason}: {LOST_ONE}"))
                     self._on_fatal(reason)
+                if self._closed:  # closed while the last one was reaped: no new child
+                    raise StoreClosed("store is closed")
                 log.warning("the commit process ended with status %s; starting another", status)
             try:
                 await self._spawn_child()
             except StorageError as exc:
-                self._fail(self._lost, exc)
+                self._fail(self._lost, OutcomeUnknown(f"{exc}: {LOST_ONE}"))
                 raise
             lost, self._lost = self._lost, []
             for waiting in lost:
                 self._send(waiting)
 
     async def _spawn_child(self) -> None:
-        ours, theirs = socket.socketpair()
+        try:
+            ours, theirs = socket.socketpair()
+        except OSError as exc:
+            raise StorageError(f"the commit process did not start: {exc}") from None
         try:
             self._proc = _spawn(self._root, theirs)
+        except OSError as exc:  # fork or exec failed (out of memory, of processes)
+            ours.close()
+            raise StorageError(f"the commit process did not start: {exc}") from None
         finally:
             theirs.close()
+        # A dead child may have left half an answer: nothing of it is read on.
+        self._frames = Frames(msgspec.msgpack.Decoder(_Answer))
         self._ready = self._loop.create_future()
         try:
             await self._loop.create_connection(lambda: self, sock=ours)
             with anyio.fail_after(START_SECONDS):
                 await self._ready
         except (TimeoutError, OSError):
-            ours.close()
             self._proc.kill()
+            if self._transport is not None:
+                self._transport.abort()
+            else:
+                ours.close()
             raise StorageError("the commit process did not start") from None
+        if self._transport is None:  # ready, and gone before this task resumed
+            raise StorageError("the commit process ended as it started")
 
     @staticmethod
     def _fail(waiting: list[_Waiting], error: BaseException) -> None:
@@ -295,6 +321,10 @@ class CommitProcess(asyncio.Protocol):
 
 
 LOST: Final = "two commit processes ended with this append in hand: it may or may not be made"
+LOST_ONE: Final = "a commit process ended with this append in hand: it may or may not be made"
+CLOSED: Final = (
+    "the store closed with this append in a commit process's hand: it may or may not be made"
+)
 
 
 @dataclass(slots=True, eq=False)

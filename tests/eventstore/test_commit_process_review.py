@@ -1,0 +1,232 @@
+"""Review of the commit process: children that die mid-answer, hang, or fail to start,
+and a store closed while appends are in hand. Real processes throughout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from eventstore import NO_STREAM
+from eventstore import commit_process as cp
+from eventstore.errors import OutcomeUnknown, StorageError
+from eventstore.filelog import FileLog
+from eventstore.filestore import open_file_store
+from eventstore.records import RecordedEvent
+from tests.eventstore.helpers import job_stream, requested
+from tests.eventstore.test_commit_process import commit_children, wait_until
+
+_READY = (
+    "import os, socket, struct, sys, msgspec\n"
+    "s = socket.socket(fileno=int(sys.argv[1]))\n"
+    "b = msgspec.msgpack.encode((0, [], None))\n"
+    "s.sendall(struct.pack('<I', len(b)) + b)\n"
+)
+
+
+_NO_FORK = "fork fails"
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, scripts: list[str | None]) -> list[int]:
+    """The n-th child runs scripts[n] (None: the real commit process; _NO_FORK: starting
+    it fails with OSError); their pids."""
+    pids: list[int] = []
+    real = cp._spawn
+
+    def fake_spawn(root: Path, theirs: socket.socket) -> subprocess.Popen[bytes]:
+        script = scripts[len(pids)] if len(pids) < len(scripts) else None
+        if script == _NO_FORK:
+            pids.append(-1)
+            raise OSError(11, "Resource temporarily unavailable")
+        if script is None:
+            proc = real(root, theirs)
+        else:
+            fd = theirs.fileno()
+            proc = subprocess.Popen([sys.executable, "-c", script, str(fd)], pass_fds=(fd,))
+        pids.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(cp, "_spawn", fake_spawn)
+    return pids
+
+
+def _feed(data: Path) -> list[RecordedEvent]:
+    log = FileLog(data, readonly=True)
+    try:
+        return [e for page in log.iter_all() for e in page]
+    finally:
+        log.close()
+
+
+@pytest.mark.anyio
+async def test_a_child_killed_mid_answer_does_not_garble_the_next_childs_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that dies part way through writing an answer (SIGKILL, out of memory
+    during a large answer) leaves half a frame in the parent's buffer; the next child's
+    messages must not be read as its continuation."""
+    half_answer = _READY + (
+        "s.recv(1 << 16)\n"
+        "s.sendall(struct.pack('<I', 1000) + b'\\x93' * 10)\n"  # 10 of 1000 bytes
+        "os._exit(9)\n"
+    )
+    pids = _scripted(monkeypatch, [half_answer])
+    data = tmp_path / "data"
+    async with open_file_store(data, commit_process=True) as store:
+        with anyio.fail_after(30):
+            await store.append(job_stream(), [requested()], NO_STREAM)
+            await store.append(job_stream(), [requested()], NO_STREAM)
+        assert len(pids) == 2
+    assert len(_feed(data)) == 2
+
+
+@pytest.mark.anyio
+async def test_an_append_lost_when_the_next_child_fails_to_start_is_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first child took the append and died: it may have made it. If the next child
+    dies before it is ready, the append must not fail as a plain StorageError (which
+    the service answers as 'nothing was written')."""
+    take_and_die = _READY + "s.recv(1 << 16)\nos._exit(9)\n"
+    die_at_start = "import os\nos._exit(9)\n"
+    _scripted(monkeypatch, [take_and_die, die_at_start])
+    async with open_file_store(tmp_path / "data", commit_process=True) as store:
+        with anyio.fail_after(30), pytest.raises(StorageError) as caught:
+            await store.append(job_stream(), [requested()], NO_STREAM)
+        assert isinstance(caught.value, OutcomeUnknown), repr(caught.value)
+        with anyio.fail_after(30):  # the store still works with the next child
+            await store.append(job_stream(), [requested()], NO_STREAM)
+
+
+@pytest.mark.anyio
+async def test_closing_beside_a_stopped_child_answers_every_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that hangs (SIGSTOP) with appends in hand: closing the store gives up on
+    it after STOP_SECONDS, and every appender is answered, none waits forever."""
+    monkeypatch.setattr(cp, "STOP_SECONDS", 1.0)
+    data = tmp_path / "data"
+    errors: list[BaseException] = []
+    async with open_file_store(data, commit_process=True) as store:
+        await store.append(job_stream(), [requested()], NO_STREAM)
+        [child] = commit_children(data, os.getpid())
+        os.kill(child, signal.SIGSTOP)
+        try:
+
+            async def appender() -> None:
+                try:
+                    await store.append(job_stream(), [requested()], NO_STREAM)
+                except StorageError as exc:
+                    errors.append(exc)
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(4):
+                        tg.start_soon(appender)
+                    await anyio.sleep(0.2)
+                    await store.aclose()
+        finally:
+            if commit_children(data, os.getpid()):
+                os.kill(child, signal.SIGKILL)
+                os.kill(child, signal.SIGCONT)
+    assert len(errors) == 4
+    assert all(isinstance(e, OutcomeUnknown) for e in errors), errors
+    assert commit_children(data) == []
+
+
+@pytest.mark.anyio
+async def test_closing_while_a_killed_child_is_replaced_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    """The store closes while a new child is starting for a killed one's appends: the
+    appends it held are answered as of unknown outcome, and no child is left behind."""
+    for delay in (0.0, 0.001, 0.01, 0.05, 0.1, 0.2):
+        await _close_while_replacing(tmp_path / f"data-{delay}", delay)
+
+
+async def _close_while_replacing(data: Path, delay: float) -> None:
+    errors: list[BaseException] = []
+    answered: list[bool] = []
+    async with open_file_store(data, commit_process=True) as store:
+        await store.append(job_stream(), [requested()], NO_STREAM)
+        [child] = commit_children(data, os.getpid())
+
+        async def appender() -> None:
+            try:
+                await store.append(job_stream(), [requested()], NO_STREAM)
+                answered.append(True)
+            except StorageError as exc:
+                errors.append(exc)
+
+        with anyio.fail_after(40):
+            async with anyio.create_task_group() as tg:
+                os.kill(child, signal.SIGSTOP)  # the appends reach it and stay in its hand
+                for _ in range(8):
+                    tg.start_soon(appender)
+                await anyio.sleep(0.05)
+                os.kill(child, signal.SIGKILL)
+                await wait_until(lambda: commit_children(data, os.getpid()) != [child])
+                await anyio.sleep(delay)
+                await store.aclose()
+    await wait_until(lambda: commit_children(data) == [], within=5)
+    assert len(errors) + len(answered) == 8, delay
+    assert all(isinstance(e, OutcomeUnknown) for e in errors), (delay, errors)
+
+
+@pytest.mark.anyio
+async def test_a_child_that_cannot_be_spawned_fails_the_lost_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork or exec failing (out of memory, of processes) when a dead child is replaced:
+    the appends it held are answered, not left waiting on a task that died of OSError."""
+    take_and_die = _READY + "s.recv(1 << 16)\nos._exit(9)\n"
+    _scripted(monkeypatch, [take_and_die, _NO_FORK])
+    async with open_file_store(tmp_path / "data", commit_process=True) as store:
+        with anyio.fail_after(20), pytest.raises(OutcomeUnknown):
+            await store.append(job_stream(), [requested()], NO_STREAM)
+        with anyio.fail_after(20):
+            await store.append(job_stream(), [requested()], NO_STREAM)
+
+
+@pytest.mark.anyio
+async def test_an_append_starting_a_child_as_the_store_closes_does_not_outlive_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append that finds its child dead starts another; the store closing meanwhile
+    must not be followed by a new child committing appends after aclose() returned."""
+    real_reap = cp._reap
+
+    def slow_reap(proc: subprocess.Popen[bytes]) -> int:
+        time.sleep(0.5)
+        return real_reap(proc)
+
+    monkeypatch.setattr(cp, "_reap", slow_reap)
+    data = tmp_path / "data"
+    out: list[object] = []
+    async with open_file_store(data, commit_process=True) as store:
+        await store.append(job_stream(), [requested()], NO_STREAM)
+        [child] = commit_children(data, os.getpid())
+        os.kill(child, signal.SIGKILL)
+        await wait_until(lambda: commit_children(data, os.getpid()) == [])
+
+        async def appender() -> None:
+            try:
+                out.append(await store.append(job_stream(), [requested()], NO_STREAM))
+            except StorageError as exc:
+                out.append(exc)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(appender)
+                await anyio.sleep(0.2)  # the appender is reaping the dead child
+                await store.aclose()
+                assert store._committer._transport is None  # type: ignore[attr-defined]
+            assert commit_children(data, os.getpid()) == [], "a child started after close"
+        assert len(out) == 1 and isinstance(out[0], StorageError), out
