@@ -229,8 +229,8 @@ class CommitProcess(asyncio.Protocol):
         for ended in self._ended:
             if not ended.done():
                 ended.set_result(None)
-        if not self._closed and self._lost:
-            task = self._loop.create_task(self._restart())
+        if not self._closed:  # reaped now: no zombie, and a failed fsync stops us now
+            task = self._loop.create_task(self._restart() if self._lost else self._reap_dead())
             self._restarts.add(task)
             task.add_done_callback(self._restarts.discard)
 
@@ -255,6 +255,18 @@ class CommitProcess(asyncio.Protocol):
             await self._start()
         except StorageError:
             pass  # _start failed what was lost; the next append tries again
+
+    async def _reap_dead(self) -> None:
+        """A child that ended with nothing to send again; the next append starts one."""
+        async with self._starting:
+            alive = self._transport is not None and not self._transport.is_closing()
+            if self._closed or alive or self._proc is None:
+                return
+            status = await anyio.to_thread.run_sync(_reap, self._proc)
+            self._proc = None
+            if status == FATAL_STATUS:
+                self._on_fatal(StorageError("the commit process stopped after a failed fsync"))
+            log.warning("the commit process ended with status %s", status)
 
     async def _start(self) -> None:
         """A new child, once the last one is reaped (after a failed fsync: stop), then

@@ -3,6 +3,7 @@ and a store closed while appends are in hand. Real processes throughout."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 import pytest
@@ -230,3 +232,47 @@ async def test_an_append_starting_a_child_as_the_store_closes_does_not_outlive_i
                 assert store._committer._transport is None  # type: ignore[attr-defined]
             assert commit_children(data, os.getpid()) == [], "a child started after close"
         assert len(out) == 1 and isinstance(out[0], StorageError), out
+
+
+@pytest.mark.anyio
+async def test_a_failed_fsync_stops_the_parent_even_with_nothing_to_send_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second child fails its fsync (status 70) holding only an append it was sent
+    again (which fails as unknown): nothing is left to send, yet the parent must stop
+    now, not at some later append."""
+    take_and_die = _READY + "s.recv(1 << 16)\nos._exit(9)\n"
+    take_and_fail_fsync = _READY + "s.recv(1 << 16)\nos._exit(70)\n"
+    _scripted(monkeypatch, [take_and_die, take_and_fail_fsync])
+    stopped: list[BaseException] = []
+
+    def on_fatal(reason: BaseException) -> NoReturn:
+        stopped.append(reason)
+        raise asyncio.CancelledError  # ends the task that saw it, as die() ends the process
+
+    async with open_file_store(tmp_path / "data", commit_process=True, on_fatal=on_fatal) as s:
+        with anyio.fail_after(20), pytest.raises(OutcomeUnknown):
+            await s.append(job_stream(), [requested()], NO_STREAM)
+        await wait_until(lambda: bool(stopped), within=10)
+
+
+def _zombies() -> list[int]:
+    found = []
+    for entry in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split():
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.anyio
+async def test_a_child_dying_idle_is_reaped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with open_file_store(data, commit_process=True) as store:
+        await store.append(job_stream(), [requested()], NO_STREAM)
+        [child] = commit_children(data, os.getpid())
+        os.kill(child, signal.SIGKILL)
+        await wait_until(lambda: child not in _zombies() and not Path(f"/proc/{child}").exists())
