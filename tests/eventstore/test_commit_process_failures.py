@@ -1,5 +1,5 @@
-"""Review of the commit process: children that die mid-answer, hang, or fail to start,
-and a store closed while appends are in hand. Real processes throughout."""
+"""The commit process's failures: children that die mid-answer, hang, fail to start or
+fail an fsync, and a store closed while appends are in hand. Real processes throughout."""
 
 from __future__ import annotations
 
