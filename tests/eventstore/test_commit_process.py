@@ -9,11 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -36,32 +32,8 @@ from eventstore.planning import DuplicateEventIds
 from eventstore.records import RecordedEvent
 from eventstore.retention import InvalidPrune
 from eventstore.verify import verify
+from tests.eventstore.commit_children import READY, commit_children, scripted_children, wait_until
 from tests.eventstore.helpers import job_stream, requested, spawn, wait_for_line
-
-
-def commit_children(data: Path, parent: int | None = None) -> list[int]:
-    """Pids of live commit processes for `data` (children of `parent`, if given)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if state == "Z" or (parent is not None and int(ppid) != parent):
-            continue
-        if b"eventstore.commit_process" in cmdline and str(data).encode() in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-async def wait_until(check: Callable[[], bool], within: float = 30.0) -> None:
-    with anyio.fail_after(within):
-        while not check():  # noqa: ASYNC110 - counts and processes, nothing to wait on
-            await anyio.sleep(0.01)
 
 
 @pytest.mark.anyio
@@ -106,33 +78,16 @@ async def test_a_killed_commit_process_loses_no_append(tmp_path: Path) -> None:
     assert verify(data).ok
 
 
-def _fake_child(monkeypatch: pytest.MonkeyPatch, status: int) -> list[int]:
-    """Children that start, take one message and exit with `status`; their pids."""
-    script = (
-        "import os, socket, struct, sys, msgspec\n"
-        "s = socket.socket(fileno=int(sys.argv[1]))\n"
-        "b = msgspec.msgpack.encode((0, [], None))\n"
-        "s.sendall(struct.pack('<I', len(b)) + b)\n"
-        "s.recv(1 << 16)\n"
-        f"os._exit({status})\n"
-    )
-    pids = []
-
-    def fake_spawn(root: Path, theirs: socket.socket) -> subprocess.Popen[bytes]:
-        fd = theirs.fileno()
-        proc = subprocess.Popen([sys.executable, "-c", script, str(fd)], pass_fds=(fd,))
-        pids.append(proc.pid)
-        return proc
-
-    monkeypatch.setattr(cp, "_spawn", fake_spawn)
-    return pids
+def _take_one_and_exit(status: int) -> str:
+    """A scripted child: ready, takes one message, exits with `status`."""
+    return READY + f"s.recv(1 << 16)\nos._exit({status})\n"
 
 
 @pytest.mark.anyio
 async def test_an_append_whose_two_children_died_fails_as_unknown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pids = _fake_child(monkeypatch, 9)
+    pids = scripted_children(monkeypatch, [_take_one_and_exit(9)] * 2)
     async with open_file_store(tmp_path / "data", commit_process=True) as store:
         with pytest.raises(OutcomeUnknown):
             await store.append(job_stream(), [requested()], NO_STREAM)
@@ -164,7 +119,7 @@ async def test_a_commit_process_that_fails_an_fsync_stops_the_parent(
     """Exit status 70 (filelog.die after a failed fdatasync) stops this process too, and
     nothing is sent again: no process may append after the kernel may have dropped
     written pages."""
-    pids = _fake_child(monkeypatch, 70)
+    pids = scripted_children(monkeypatch, [_take_one_and_exit(70)])
     stopped: list[BaseException] = []
 
     def on_fatal(reason: BaseException) -> NoReturn:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -22,41 +20,14 @@ from eventstore.errors import OutcomeUnknown, StorageError
 from eventstore.filelog import FileLog
 from eventstore.filestore import open_file_store
 from eventstore.records import RecordedEvent
-from tests.eventstore.helpers import job_stream, requested
-from tests.eventstore.test_commit_process import commit_children, wait_until
-
-_READY = (
-    "import os, socket, struct, sys, msgspec\n"
-    "s = socket.socket(fileno=int(sys.argv[1]))\n"
-    "b = msgspec.msgpack.encode((0, [], None))\n"
-    "s.sendall(struct.pack('<I', len(b)) + b)\n"
+from tests.eventstore.commit_children import (
+    NO_FORK,
+    READY,
+    commit_children,
+    scripted_children,
+    wait_until,
 )
-
-
-_NO_FORK = "fork fails"
-
-
-def _scripted(monkeypatch: pytest.MonkeyPatch, scripts: list[str | None]) -> list[int]:
-    """The n-th child runs scripts[n] (None: the real commit process; _NO_FORK: starting
-    it fails with OSError); their pids."""
-    pids: list[int] = []
-    real = cp._spawn
-
-    def fake_spawn(root: Path, theirs: socket.socket) -> subprocess.Popen[bytes]:
-        script = scripts[len(pids)] if len(pids) < len(scripts) else None
-        if script == _NO_FORK:
-            pids.append(-1)
-            raise OSError(11, "Resource temporarily unavailable")
-        if script is None:
-            proc = real(root, theirs)
-        else:
-            fd = theirs.fileno()
-            proc = subprocess.Popen([sys.executable, "-c", script, str(fd)], pass_fds=(fd,))
-        pids.append(proc.pid)
-        return proc
-
-    monkeypatch.setattr(cp, "_spawn", fake_spawn)
-    return pids
+from tests.eventstore.helpers import job_stream, requested
 
 
 def _feed(data: Path) -> list[RecordedEvent]:
@@ -74,12 +45,12 @@ async def test_a_child_killed_mid_answer_does_not_garble_the_next_childs_answers
     """A child that dies part way through writing an answer (SIGKILL, out of memory
     during a large answer) leaves half a frame in the parent's buffer; the next child's
     messages must not be read as its continuation."""
-    half_answer = _READY + (
+    half_answer = READY + (
         "s.recv(1 << 16)\n"
         "s.sendall(struct.pack('<I', 1000) + b'\\x93' * 10)\n"  # 10 of 1000 bytes
         "os._exit(9)\n"
     )
-    pids = _scripted(monkeypatch, [half_answer])
+    pids = scripted_children(monkeypatch, [half_answer])
     data = tmp_path / "data"
     async with open_file_store(data, commit_process=True) as store:
         with anyio.fail_after(30):
@@ -96,9 +67,9 @@ async def test_an_append_lost_when_the_next_child_fails_to_start_is_unknown(
     """The first child took the append and died: it may have made it. If the next child
     dies before it is ready, the append must not fail as a plain StorageError (which
     the service answers as 'nothing was written')."""
-    take_and_die = _READY + "s.recv(1 << 16)\nos._exit(9)\n"
+    take_and_die = READY + "s.recv(1 << 16)\nos._exit(9)\n"
     die_at_start = "import os\nos._exit(9)\n"
-    _scripted(monkeypatch, [take_and_die, die_at_start])
+    scripted_children(monkeypatch, [take_and_die, die_at_start])
     async with open_file_store(tmp_path / "data", commit_process=True) as store:
         with anyio.fail_after(30), pytest.raises(StorageError) as caught:
             await store.append(job_stream(), [requested()], NO_STREAM)
@@ -188,8 +159,8 @@ async def test_a_child_that_cannot_be_spawned_fails_the_lost_appends(
 ) -> None:
     """fork or exec failing (out of memory, of processes) when a dead child is replaced:
     the appends it held are answered, not left waiting on a task that died of OSError."""
-    take_and_die = _READY + "s.recv(1 << 16)\nos._exit(9)\n"
-    _scripted(monkeypatch, [take_and_die, _NO_FORK])
+    take_and_die = READY + "s.recv(1 << 16)\nos._exit(9)\n"
+    scripted_children(monkeypatch, [take_and_die, NO_FORK])
     async with open_file_store(tmp_path / "data", commit_process=True) as store:
         with anyio.fail_after(20), pytest.raises(OutcomeUnknown):
             await store.append(job_stream(), [requested()], NO_STREAM)
@@ -241,9 +212,9 @@ async def test_a_failed_fsync_stops_the_parent_even_with_nothing_to_send_again(
     """The second child fails its fsync (status 70) holding only an append it was sent
     again (which fails as unknown): nothing is left to send, yet the parent must stop
     now, not at some later append."""
-    take_and_die = _READY + "s.recv(1 << 16)\nos._exit(9)\n"
-    take_and_fail_fsync = _READY + "s.recv(1 << 16)\nos._exit(70)\n"
-    _scripted(monkeypatch, [take_and_die, take_and_fail_fsync])
+    take_and_die = READY + "s.recv(1 << 16)\nos._exit(9)\n"
+    take_and_fail_fsync = READY + "s.recv(1 << 16)\nos._exit(70)\n"
+    scripted_children(monkeypatch, [take_and_die, take_and_fail_fsync])
     stopped: list[BaseException] = []
 
     def on_fatal(reason: BaseException) -> NoReturn:
