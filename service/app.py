@@ -167,7 +167,6 @@ class HotRoutes:
         await response(scope, receive, send)
 
 
-
 async def openapi_json(doc: dict[str, Any], request: Request) -> Response:
     return json_response(doc)
 
