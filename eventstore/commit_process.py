@@ -32,7 +32,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn, cast
 
@@ -159,8 +159,8 @@ class CommitProcess(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             await self._start()
         self._seq += 1
-        waiting = _Waiting(self._seq, self._encoder.encode((self._seq, list(batch))))
-        waiting.answer = self._loop.create_future()
+        encoded = self._encoder.encode((self._seq, list(batch)))
+        waiting = _Waiting(self._seq, encoded, self._loop.create_future())
         self._send(waiting)
         _, recorded, error = await waiting.answer
         if error is not None:
@@ -260,13 +260,20 @@ class CommitProcess(asyncio.Protocol):
         """A child that ended with nothing to send again; the next append starts one."""
         async with self._starting:
             alive = self._transport is not None and not self._transport.is_closing()
-            if self._closed or alive or self._proc is None:
-                return
-            status = await anyio.to_thread.run_sync(_reap, self._proc)
-            self._proc = None
-            if status == FATAL_STATUS:
-                self._on_fatal(StorageError("the commit process stopped after a failed fsync"))
-            log.warning("the commit process ended with status %s", status)
+            if not self._closed and not alive:
+                await self._reap_last()
+
+    async def _reap_last(self) -> None:
+        """Under the start lock: reap the last child; after a failed fsync, stop."""
+        if self._proc is None:
+            return
+        status = await anyio.to_thread.run_sync(_reap, self._proc)
+        self._proc = None
+        if status == FATAL_STATUS:  # no process may append after a failed fsync
+            reason = StorageError("the commit process stopped after a failed fsync")
+            self._fail(self._lost, OutcomeUnknown(f"{reason}: {LOST_ONE}"))
+            self._on_fatal(reason)
+        log.warning("the commit process ended with status %s", status)
 
     async def _start(self) -> None:
         """A new child, once the last one is reaped (after a failed fsync: stop), then
@@ -276,16 +283,9 @@ class CommitProcess(asyncio.Protocol):
                 raise StoreClosed("store is closed")
             if self._transport is not None and not self._transport.is_closing():
                 return
-            if self._proc is not None:
-                status = await anyio.to_thread.run_sync(_reap, self._proc)
-                self._proc = None
-                if status == FATAL_STATUS:  # no process may append after a failed fsync
-                    reason = StorageError("the commit process stopped after a failed fsync")
-                    self._fail(self._lost, OutcomeUnknown(f"{reason}: {LOST_ONE}"))
-                    self._on_fatal(reason)
-                if self._closed:  # closed while the last one was reaped: no new child
-                    raise StoreClosed("store is closed")
-                log.warning("the commit process ended with status %s; starting another", status)
+            await self._reap_last()
+            if self._closed:  # closed while the last one was reaped: no new child
+                raise StoreClosed("store is closed")
             try:
                 await self._spawn_child()
             except StorageError as exc:
@@ -345,8 +345,8 @@ class _Waiting:
 
     seq: int
     encoded: bytes
+    answer: asyncio.Future[_Answer]
     sent: int = 0
-    answer: asyncio.Future[_Answer] = field(init=False)
 
 
 def _spawn(root: Path, theirs: socket.socket) -> subprocess.Popen[bytes]:
