@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from functools import partial
@@ -48,6 +48,8 @@ from service.views import job_json
 
 API_PARTS = (jobs_api, ops_api, events_api)
 """Route modules: each has `routes`, and may have `lifespan(app, state)` for its resources."""
+
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 access_log = logging.getLogger("jobtrail.access")
 log = logging.getLogger("jobtrail.service")
@@ -132,16 +134,9 @@ class _Service(Starlette):
         self._hot = hot
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestLog(HotRoutes(super().build_middleware_stack(), self._hot), self._metrics)
-
-
-async def handle_error(request: Request, exc: Exception) -> Response:
-    """The app's answer to an exception: what its exception handlers answer."""
-    if isinstance(exc, JobtrailError):
-        return await _jobtrail_error(request, exc)
-    if isinstance(exc, HTTPException):
-        return await _http_error(request, exc)
-    return await _internal_error(request, exc)
+        inner = super().build_middleware_stack()
+        hot = HotRoutes(inner, self._hot, self.exception_handlers)
+        return RequestLog(hot, self._metrics)
 
 
 class HotRoutes:
@@ -149,9 +144,12 @@ class HotRoutes:
     past Starlette's routing and its two exception layers, which cost a creation about a
     fifth of its event-loop time (docs/performance.md); errors get the app's answers."""
 
-    def __init__(self, app: ASGIApp, routes: list[Route]) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: list[Route], handlers: Mapping[Any, ErrorHandler]
+    ) -> None:
         self.app = app
         self._routes = {(m, route.path): route for route in routes for m in route.methods or ()}
+        self._handlers = handlers  # the app's own: {exception class: handler}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._routes.get((scope.get("method", ""), scope.get("path", "")))
@@ -163,7 +161,8 @@ class HotRoutes:
         try:
             response = await route.endpoint(request)
         except Exception as exc:
-            response = await handle_error(request, exc)
+            handler = next(self._handlers[c] for c in type(exc).__mro__ if c in self._handlers)
+            response = await handler(request, exc)
         await response(scope, receive, send)
 
 
