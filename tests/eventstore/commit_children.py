@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from eventstore import NO_STREAM, EventStore
 from eventstore import commit_process as cp
+from tests.eventstore.helpers import job_stream, requested
 
 
 def commit_children(data: Path, parent: int | None = None) -> list[int]:
@@ -71,3 +74,10 @@ def scripted_children(monkeypatch: pytest.MonkeyPatch, scripts: list[str | None]
 
     monkeypatch.setattr(cp, "_spawn", fake_spawn)
     return pids
+
+
+async def started_child(store: EventStore, data: Path) -> int:
+    """Append once, which starts the store's commit process; that child's pid."""
+    await store.append(job_stream(), [requested()], NO_STREAM)
+    [child] = commit_children(data, os.getpid())
+    return child

@@ -32,7 +32,13 @@ from eventstore.planning import DuplicateEventIds
 from eventstore.records import RecordedEvent
 from eventstore.retention import InvalidPrune
 from eventstore.verify import verify
-from tests.eventstore.commit_children import READY, commit_children, scripted_children, wait_until
+from tests.eventstore.commit_children import (
+    READY,
+    commit_children,
+    scripted_children,
+    started_child,
+    wait_until,
+)
 from tests.eventstore.helpers import job_stream, requested, spawn, wait_for_line
 
 
@@ -43,8 +49,7 @@ async def test_a_killed_commit_process_loses_no_append(tmp_path: Path) -> None:
     data = tmp_path / "data"
     acked: list[RecordedEvent] = []
     async with open_file_store(data, commit_process=True) as store:
-        await store.append(job_stream(), [requested()], NO_STREAM)  # starts the child
-        [first] = commit_children(data, os.getpid())
+        first = await started_child(store, data)
         stop = anyio.Event()
 
         async def appender() -> None:

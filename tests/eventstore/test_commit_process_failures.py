@@ -25,6 +25,7 @@ from tests.eventstore.commit_children import (
     READY,
     commit_children,
     scripted_children,
+    started_child,
     wait_until,
 )
 from tests.eventstore.helpers import job_stream, requested
@@ -88,8 +89,7 @@ async def test_closing_beside_a_stopped_child_answers_every_append(
     data = tmp_path / "data"
     errors: list[BaseException] = []
     async with open_file_store(data, commit_process=True) as store:
-        await store.append(job_stream(), [requested()], NO_STREAM)
-        [child] = commit_children(data, os.getpid())
+        child = await started_child(store, data)
         os.kill(child, signal.SIGSTOP)
         try:
 
@@ -128,8 +128,7 @@ async def _close_while_replacing(data: Path, delay: float) -> None:
     errors: list[BaseException] = []
     answered: list[bool] = []
     async with open_file_store(data, commit_process=True) as store:
-        await store.append(job_stream(), [requested()], NO_STREAM)
-        [child] = commit_children(data, os.getpid())
+        child = await started_child(store, data)
 
         async def appender() -> None:
             try:
@@ -184,8 +183,7 @@ async def test_an_append_starting_a_child_as_the_store_closes_does_not_outlive_i
     data = tmp_path / "data"
     out: list[object] = []
     async with open_file_store(data, commit_process=True) as store:
-        await store.append(job_stream(), [requested()], NO_STREAM)
-        [child] = commit_children(data, os.getpid())
+        child = await started_child(store, data)
         os.kill(child, signal.SIGKILL)
         await wait_until(lambda: commit_children(data, os.getpid()) == [])
 
@@ -243,7 +241,6 @@ def _zombies() -> list[int]:
 async def test_a_child_dying_idle_is_reaped(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with open_file_store(data, commit_process=True) as store:
-        await store.append(job_stream(), [requested()], NO_STREAM)
-        [child] = commit_children(data, os.getpid())
+        child = await started_child(store, data)
         os.kill(child, signal.SIGKILL)
         await wait_until(lambda: child not in _zombies() and not Path(f"/proc/{child}").exists())
