@@ -26,7 +26,7 @@ from eventstore.clock import utcnow
 from eventstore.commit_process import CommitProcess
 from eventstore.errors import StoreClosed
 from eventstore.filelog import MAX_BATCH, FileLog, Request, die
-from eventstore.follow import Notifier, SharedReads, follow_feed
+from eventstore.follow import Notifier, RecentEvents, SharedReads, follow_feed
 from eventstore.records import AppendTo, RecordedEvent
 from eventstore.store import EventStore
 
@@ -55,6 +55,7 @@ class FileStore(EventStore):
         self._limiter = anyio.CapacityLimiter(64)
         self._committer = committer or _Committer(log_, asyncio.get_running_loop())
         self._shared = SharedReads(self.read_all, notifier)
+        self._recent = RecentEvents()
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(partial(fn, *args), limiter=self._limiter)
@@ -62,12 +63,14 @@ class FileStore(EventStore):
     async def append_many(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
         planning.validate(batch)
         recorded = await self._committer.submit(batch)
+        self._recent.add(recorded)
         self._notifier.notify()
         return recorded
 
     async def prune(self, batch: Sequence[AppendTo]) -> list[list[RecordedEvent]]:
         planning.validate(batch)
         recorded: list[list[RecordedEvent]] = await self._run(self.log.prune, batch)
+        self._recent.clear()
         self._notifier.notify()
         return recorded
 
@@ -76,11 +79,13 @@ class FileStore(EventStore):
         recorded: list[list[RecordedEvent]] = await self._run(
             partial(self.log.prune, batch, rewrite=False)
         )
+        self._recent.clear()
         self._notifier.notify()
         return recorded
 
     async def compact(self) -> None:
         await self._run(self.log.compact)
+        self._recent.clear()
         self._notifier.notify()
 
     async def read_stream(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
@@ -106,7 +111,12 @@ class FileStore(EventStore):
             self._start_watcher()
             self._start_watcher = None
         return follow_feed(
-            self.read_all, self._notifier, from_position, self._rescan, shared=self._shared
+            self.read_all,
+            self._notifier,
+            from_position,
+            self._rescan,
+            shared=self._shared,
+            recent=self._recent,
         )
 
     async def aclose(self) -> None:
@@ -176,7 +186,7 @@ async def _watch_feed(feed_dir: Path, notifier: Notifier, stop: anyio.Event) -> 
                 stop_event=stop,
                 recursive=False,
             ):
-                notifier.notify()
+                notifier.notify(external=True)
         except Exception as exc:  # a watcher limit or a vanished path: rescans still cover us
             log.warning("feed watcher failed, relying on rescans: %r", exc)
             with anyio.move_on_after(RESCAN_SECONDS * 4):

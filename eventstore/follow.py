@@ -7,6 +7,7 @@ from a saved position, so a missed notice costs at most one rescan period.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -15,15 +16,22 @@ from eventstore.records import RecordedEvent
 
 
 class Notifier:
-    """A generation counter that wakes every waiter when it moves on."""
+    """A generation counter that wakes every waiter when it moves on.
+
+    `external` counts the notices about appends this process did not make itself (the
+    feed watcher's): a follower may take this process's own appends from `RecentEvents`
+    only while no such notice came since its last read of the feed.
+    """
 
     def __init__(self) -> None:
         self.generation = 0
+        self.external = 0
         self._event: anyio.Event | None = None
 
-    def notify(self) -> None:
+    def notify(self, *, external: bool = False) -> None:
         """Wake every waiter; call from the event loop's thread."""
         self.generation += 1
+        self.external += external
         if self._event is not None:
             self._event.set()
             self._event = None
@@ -37,6 +45,42 @@ class Notifier:
         event = self._event
         with anyio.move_on_after(within):
             await event.wait()
+
+
+class RecentEvents:
+    """The events this process appended last, by position, as their appends were answered.
+
+    Every follower of the process would otherwise read back from the feed, in a thread,
+    the events its own appends just returned. Bounded: a follower further behind than
+    `capacity` events reads the feed as before.
+    """
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self._capacity = capacity
+        self._by_position: dict[int, RecordedEvent] = {}
+        self._order: deque[int] = deque()
+
+    def add(self, recorded: list[list[RecordedEvent]]) -> None:
+        for group in recorded:
+            for event in group:
+                self._by_position[event.position] = event
+                self._order.append(event.position)
+        while len(self._order) > self._capacity:
+            self._by_position.pop(self._order.popleft(), None)
+
+    def run(self, from_position: int, limit: int) -> list[RecordedEvent]:
+        """The events at `from_position` and after it with no gap, at most `limit`."""
+        out: list[RecordedEvent] = []
+        event = self._by_position.get(from_position)
+        while event is not None and len(out) < limit:
+            out.append(event)
+            event = self._by_position.get(event.position + 1)
+        return out
+
+    def clear(self) -> None:
+        """Forget every event: after a prune or compaction rewrote the feed."""
+        self._by_position.clear()
+        self._order.clear()
 
 
 class SharedReads:
@@ -90,19 +134,32 @@ async def follow_feed(
     page: int = 1000,
     *,
     shared: SharedReads | None = None,
+    recent: RecentEvents | None = None,
 ) -> AsyncIterator[RecordedEvent]:
     """Yield every event from `from_position` on, then wait for notices or the rescan timer.
 
     With `shared`, reads after a notice may share another follower's read in flight; a
     rescan (the timer ran out with no notice) reads for itself, since it is there for the
     appends whose notice was lost.
+
+    With `recent`, this process's own appends are taken from memory while no notice of
+    another process's append came since the last feed read began. Then every event of
+    another process noticed so far is behind `position` already, and a gap in `recent`
+    (an append of another process not noticed yet) ends the run: its notice, or the
+    rescan, brings a feed read.
     """
     position = from_position
     rescan = False
+    external_at_read = -1  # notifier.external when the last feed read began
     while True:
         seen = notifier.generation
-        read = read_all if shared is None or rescan else shared.read
-        events = await read(position, page)
+        events: list[RecordedEvent] = []
+        if recent is not None and not rescan and notifier.external == external_at_read:
+            events = recent.run(position, page)
+        if not events:
+            external_at_read = notifier.external
+            read = read_all if shared is None or rescan else shared.read
+            events = await read(position, page)
         for event in events:
             yield event
             position = event.position + 1

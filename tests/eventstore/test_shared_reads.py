@@ -21,8 +21,12 @@ APPENDS = 20
 async def _reads_while_following(
     data: Path, followers: int, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, list[list[int]]]:
-    """Feed reads made while `followers` follow APPENDS appends, and what each saw."""
-    async with open_file_store(data) as store:
+    """Feed reads made while `followers` follow APPENDS appends, and what each saw.
+
+    The appends are another store's, as another process's would be: a store's own reach
+    its followers from memory (test_recent_events.py), the feed watcher's notices do not.
+    """
+    async with open_file_store(data) as store, open_file_store(data, watch=False) as other:
         reads = 0
         real = store.log.read_all
 
@@ -46,7 +50,8 @@ async def _reads_while_following(
             await anyio.sleep(0.05)  # all wait at the head
             reads = 0
             for _ in range(APPENDS):
-                await store.append(job_stream(), [requested()], NO_STREAM)
+                await other.append(job_stream(), [requested()], NO_STREAM)
+                await anyio.sleep(0.03)  # a notice each, mostly
         return reads, seen
 
 
