@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol
@@ -150,15 +151,17 @@ class ProjectionRunner:
         await self.catch_up()
         self._following = True
         task_status.started()
-        saved_at = anyio.current_time()
+        # time.monotonic, not anyio.current_time: this runs for every event, and anyio's
+        # asks which event loop is running each time (4% of a creation's loop time).
+        saved_at = time.monotonic()
         feed = self._store.follow(self._position + 1)
         try:
             async for event in feed:
                 self._apply((event,))
                 if checkpoint_every is not None:
-                    if anyio.current_time() - saved_at >= checkpoint_every:
+                    if time.monotonic() - saved_at >= checkpoint_every:
                         await self.save_checkpoint()
-                        saved_at = anyio.current_time()
+                        saved_at = time.monotonic()
         finally:
             self._following = False
             self._advanced.notify()  # waiters catch up by themselves from now on
