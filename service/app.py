@@ -110,7 +110,7 @@ def create_app(
     ]
     app = _Service(
         metrics,
-        hot=[jobs_api.CREATE],
+        hot=[jobs_api.CREATE, jobs_api.POLL],
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -134,28 +134,46 @@ class _Service(Starlette):
         self._hot = hot
 
     def build_middleware_stack(self) -> ASGIApp:
-        inner = super().build_middleware_stack()
-        hot = HotRoutes(inner, self._hot, self.exception_handlers)
-        return RequestLog(hot, self._metrics)
+        hot = HotRoutes(self._hot, self.exception_handlers)
+        return RequestLog(super().build_middleware_stack(), hot, self._metrics)
 
 
 class HotRoutes:
-    """The routes taken most under load (job creation) go straight to their endpoint,
-    past Starlette's routing and its two exception layers, which cost a creation about a
-    fifth of its event-loop time (docs/performance.md); errors get the app's answers."""
+    """The routes taken most under load (creations and polls) go straight to their
+    endpoint, past Starlette's routing and its two exception layers, which cost a creation
+    about a fifth of its event-loop time (docs/performance.md); errors get the app's
+    answers. A route's path is literal, or has one parameter: its last segment."""
 
-    def __init__(
-        self, app: ASGIApp, routes: list[Route], handlers: Mapping[Any, ErrorHandler]
-    ) -> None:
-        self.app = app
-        self._routes = {(m, route.path): route for route in routes for m in route.methods or ()}
+    def __init__(self, routes: list[Route], handlers: Mapping[Any, ErrorHandler]) -> None:
+        self._literal: dict[tuple[str, str], Route] = {}
+        self._last: dict[tuple[str, str], tuple[Route, str]] = {}
+        for route in routes:
+            if "{" not in route.path:
+                self._literal.update({(m, route.path): route for m in route.methods or ()})
+                continue
+            prefix, _, name = route.path.rpartition("/{")
+            name = name.removesuffix("}")
+            if "{" in prefix or not name.isidentifier():
+                raise ValueError(f"not a hot route: {route.path}")
+            self._last.update({(m, prefix + "/"): (route, name) for m in route.methods or ()})
         self._handlers = handlers  # the app's own: {exception class: handler}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._routes.get((scope.get("method", ""), scope.get("path", "")))
-        if route is None or scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def find(self, scope: Scope) -> tuple[Route, dict[str, str]] | None:
+        """The hot route of this request and its path parameters, if it has one."""
+        method, path = scope["method"], scope["path"]
+        route = self._literal.get((method, path))
+        if route is not None:
+            return route, {}
+        prefix, _, last = path.rpartition("/")
+        found = self._last.get((method, prefix + "/"))
+        if found is None or not last:  # Starlette's `{name}` takes one segment, not empty
+            return None
+        return found[0], {found[1]: last}
+
+    async def serve(
+        self, found: tuple[Route, dict[str, str]], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        route, scope["path_params"] = found
         scope["route"] = route  # what the request log names the route by
         request = Request(scope, receive)
         try:
@@ -264,10 +282,12 @@ async def readyz(request: Request) -> Response:
 
 class RequestLog:
     """One JSON access-log line per request, and its id echoed in `X-Request-Id`; the
-    request is routed on its path as sent (`keep_encoded_slashes`)."""
+    request is routed on its path as sent (`keep_encoded_slashes`), to a hot route or
+    else to `app` (Starlette's stack)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, hot: HotRoutes, metrics: Metrics) -> None:
         self.app = app
+        self._hot = hot
         self.requests = metrics.requests
         self._ids = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:12] + "-"
@@ -290,7 +310,11 @@ class RequestLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            found = self._hot.find(scope)
+            if found is None:
+                await self.app(scope, receive, send_with_id)
+            else:
+                await self._hot.serve(found, scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -140,6 +140,9 @@ async def get(request: Request) -> Response:
     return encoded_response(bodies.body(job.job_id, job), 200, headers)
 
 
+POLL = Route("/api/jobs/{job_id}", get, methods=["GET"])
+"""Polling: also taken straight to `get` by the app's `HotRoutes`."""
+
 _PREFER_WAIT = re.compile(r"(?:^|[;,\s])wait\s*=\s*([0-9]+)(?:$|[;,\s])")
 
 
@@ -289,7 +292,7 @@ async def usage(request: Request) -> Response:
 
 
 routes = [  # the router tries each in turn: polls, the most frequent request, first
-    Route("/api/jobs/{job_id}", get, methods=["GET"]),
+    POLL,
     CREATE,
     Route("/api/jobs", listing, methods=["GET"]),
     Route("/api/jobs/{job_id}/retry", retry, methods=["POST"]),

@@ -385,3 +385,28 @@ async def test_an_unexpected_error_in_creation_is_a_bare_500(
     assert any("unhandled error on POST /api/jobs" in m for m in caplog.messages)
     after = await service.client.get("/api/jobs", headers=service.auth())
     assert after.status_code == 200 and after.json()["jobs"] == []
+
+
+async def test_polls_route_as_starlette_would(service: Service) -> None:
+    """Polls bypass Starlette's router (app.HotRoutes): the paths around them still get
+    the router's answers, and a poll's own errors the envelope."""
+    job_id = await create(service)
+    auth = service.auth()
+    assert (await service.client.get(f"/api/jobs/{job_id}", headers=auth)).status_code == 200
+    assert (await service.client.get(f"/api/jobs/{job_id.upper()}", headers=auth)).json()[
+        "job_id"
+    ] == job_id
+    head = await service.client.head(f"/api/jobs/{job_id}", headers=auth)
+    assert head.status_code == 200 and head.content == b""
+    for path in ("/api/jobs/", f"/api/jobs/{job_id}/", f"/api/jobs/{job_id}/x"):
+        r = await service.client.get(path, headers=auth)
+        assert (r.status_code, r.json()["error"]) == (404, "NotFound"), path
+    r = await service.client.put(f"/api/jobs/{job_id}", headers=auth)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    r = await service.client.get("/api/jobs/abc%2Fdef", headers=auth)
+    assert (r.status_code, r.json()["error"]) == (400, "InvalidId")
+    r = await service.client.get(f"/api/jobs/{uuid.uuid4()}", headers=auth)
+    assert (r.status_code, r.json()["error"]) == (404, "JobNotFound")
+    assert r.json()["path"].startswith("/api/jobs/") and r.headers["x-request-id"]
+    r = await service.client.get(f"/api/jobs/{job_id}")
+    assert (r.status_code, r.json()["error"]) == (401, "Unauthorized")
