@@ -908,6 +908,19 @@ class FileLog:
         """Frames from the one holding `position` (or an earlier one): see FeedReader."""
         return self._reader.frames(position)
 
+    def written_end(self) -> int | None:
+        """The next position as the feed's mark says now: every position below it is
+        written. Read without the lock, so None when the mark is caught mid-write (its
+        checksum fails) or the log is closed; no system call, cheap enough for the loop."""
+        mapped = self._mark_map
+        if mapped is None:
+            return None
+        try:
+            mark = decode_mark(mapped[:MARK_SIZE])
+        except ValueError:  # closed by another thread meanwhile
+            return None
+        return None if mark is None else mark.next_position
+
     def _current_mark(self) -> Mark | None:
         if self._mark_map is not None:
             return self._read_mark()

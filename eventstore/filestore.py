@@ -117,6 +117,7 @@ class FileStore(EventStore):
             self._rescan,
             shared=self._shared,
             recent=self._recent,
+            written_end=self.log.written_end,
         )
 
     async def aclose(self) -> None:

@@ -135,6 +135,7 @@ async def follow_feed(
     *,
     shared: SharedReads | None = None,
     recent: RecentEvents | None = None,
+    written_end: Callable[[], int | None] | None = None,
 ) -> AsyncIterator[RecordedEvent]:
     """Yield every event from `from_position` on, then wait for notices or the rescan timer.
 
@@ -143,23 +144,37 @@ async def follow_feed(
     appends whose notice was lost.
 
     With `recent`, this process's own appends are taken from memory while no notice of
-    another process's append came since the last feed read began. Then every event of
-    another process noticed so far is behind `position` already, and a gap in `recent`
-    (an append of another process not noticed yet) ends the run: its notice, or the
-    rescan, brings a feed read.
+    another process's append came since the last feed read began, and that read reached
+    the end of the feed (it returned less than a page). Then every event of another
+    process noticed so far is behind `position` already, and a gap in `recent` (an
+    append of another process not noticed yet) ends the run: its notice, or the rescan,
+    brings a feed read. After a full page the next page is read from the feed again.
+
+    After such a notice, `written_end` (the position the feed is written up to) can still
+    spare the read: if `recent` holds every position from `position` up to it, the feed
+    holds nothing else, and the notice was of our own appends (a commit process is another
+    process to the watcher).
     """
     position = from_position
     rescan = False
-    external_at_read = -1  # notifier.external when the last feed read began
+    external_at_read = -1  # notifier.external when the last feed read began, if short
     while True:
         seen = notifier.generation
-        events: list[RecordedEvent] = []
-        if recent is not None and not rescan and notifier.external == external_at_read:
-            events = recent.run(position, page)
-        if not events:
-            external_at_read = notifier.external
+        events: list[RecordedEvent] | None = None  # None: read the feed
+        if recent is not None and not rescan:
+            external = notifier.external
+            run = recent.run(position, page)
+            if external == external_at_read:
+                events = run or None
+            elif written_end is not None and _holds_up_to(run, position, written_end()):
+                events, external_at_read = run, external
+        if events is None:
+            external = notifier.external
             read = read_all if shared is None or rescan else shared.read
             events = await read(position, page)
+            # Memory may stand in for the feed only from the feed's end as this read saw
+            # it: a full page stops short of appends whose notice came already.
+            external_at_read = external if len(events) < page else -1
         for event in events:
             yield event
             position = event.position + 1
@@ -167,3 +182,10 @@ async def follow_feed(
         if len(events) < page:
             await notifier.wait(seen, rescan_seconds)
             rescan = notifier.generation == seen
+
+
+def _holds_up_to(run: list[RecordedEvent], position: int, end: int | None) -> bool:
+    """Whether `run`, the events from `position` on, reaches the feed's written `end`."""
+    if end is None:
+        return False
+    return end <= position or (bool(run) and run[-1].position >= end - 1)
