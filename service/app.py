@@ -110,7 +110,7 @@ def create_app(
     ]
     app = _Service(
         metrics,
-        hot=[jobs_api.CREATE, jobs_api.POLL],
+        hot=[jobs_api.CREATE, jobs_api.POLL, events_api.SITE_EVENTS],
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
