@@ -6,11 +6,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from eventstore import streams
 from eventstore.events import JobProgressed, JobRequested
-from eventstore.records import uuid7
+from eventstore.filestore import FileStore
+from eventstore.records import RecordedEvent, uuid7
 
 
 def job_stream() -> str:
@@ -23,6 +27,20 @@ def requested(site: str = "s1", user: str = "u1", pad: int = 0) -> JobRequested:
 
 def progressed(n: int) -> JobProgressed:
     return JobProgressed(progress=n % 101, message=f"step {n}")
+
+
+def count_feed_reads(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count the store's reads of its feed from now on: the function returned tells how many."""
+    reads = 0
+    real = store.log.read_all
+
+    def counted(from_position: int, limit: int) -> list[RecordedEvent]:
+        nonlocal reads
+        reads += 1
+        return real(from_position, limit)
+
+    monkeypatch.setattr(store.log, "read_all", counted)
+    return lambda: reads
 
 
 REPO = Path(__file__).resolve().parents[2]

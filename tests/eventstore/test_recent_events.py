@@ -14,7 +14,7 @@ from eventstore.filestore import FileStore, open_file_store
 from eventstore.follow import Notifier, RecentEvents, follow_feed
 from eventstore.records import RecordedEvent, new_event_id
 from eventstore.store import NO_STREAM
-from tests.eventstore.helpers import job_stream, requested
+from tests.eventstore.helpers import count_feed_reads, job_stream, requested
 
 pytestmark = pytest.mark.anyio
 
@@ -57,24 +57,16 @@ async def test_own_appends_reach_followers_without_reading_the_feed(
     quiet_store: FileStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[int] = []
-    reads = 0
-    real = quiet_store.log.read_all
-
-    def counted(from_position: int, limit: int) -> list[RecordedEvent]:
-        nonlocal reads
-        reads += 1
-        return real(from_position, limit)
-
-    monkeypatch.setattr(quiet_store.log, "read_all", counted)
+    reads = count_feed_reads(quiet_store, monkeypatch)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(_follow, quiet_store, seen, 30)
             await anyio.sleep(0.05)  # caught up with the empty feed
-            before = reads
+            before = reads()
             for _ in range(30):
                 await quiet_store.append(job_stream(), [requested()], NO_STREAM)
     assert seen == list(range(1, 31))
-    assert reads == before  # an empty feed needs no read either
+    assert reads() == before  # an empty feed needs no read either
 
 
 async def test_another_appenders_events_in_between_are_read_from_the_feed(
@@ -203,15 +195,7 @@ async def test_a_store_watching_its_own_appends_hardly_reads_the_feed(
     mark: only one that comes while an append is written but not yet answered reads."""
     seen: list[int] = []
     async with open_file_store(tmp_path / "data", rescan_seconds=LONG_RESCAN) as store:
-        reads = 0
-        real = store.log.read_all
-
-        def counted(from_position: int, limit: int) -> list[RecordedEvent]:
-            nonlocal reads
-            reads += 1
-            return real(from_position, limit)
-
-        monkeypatch.setattr(store.log, "read_all", counted)
+        reads = count_feed_reads(store, monkeypatch)
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_follow, store, seen, 20)
@@ -220,4 +204,4 @@ async def test_a_store_watching_its_own_appends_hardly_reads_the_feed(
                     await store.append(job_stream(), [requested()], NO_STREAM)
                     await anyio.sleep(0.03)  # the watcher's notice comes meanwhile
     assert seen == list(range(1, 21))
-    assert reads <= 4  # one for each notice without the mark: about 20
+    assert reads() <= 4  # one for each notice without the mark: about 20

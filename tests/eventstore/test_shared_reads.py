@@ -11,7 +11,7 @@ from eventstore.filestore import open_file_store
 from eventstore.follow import Notifier, SharedReads, follow_feed
 from eventstore.records import RecordedEvent
 from eventstore.store import NO_STREAM
-from tests.eventstore.helpers import job_stream, requested
+from tests.eventstore.helpers import count_feed_reads, job_stream, requested
 
 pytestmark = pytest.mark.anyio
 
@@ -27,15 +27,7 @@ async def _reads_while_following(
     its followers from memory (test_recent_events.py), the feed watcher's notices do not.
     """
     async with open_file_store(data) as store, open_file_store(data, watch=False) as other:
-        reads = 0
-        real = store.log.read_all
-
-        def counted(from_position: int, limit: int) -> list[RecordedEvent]:
-            nonlocal reads
-            reads += 1
-            return real(from_position, limit)
-
-        monkeypatch.setattr(store.log, "read_all", counted)
+        reads = count_feed_reads(store, monkeypatch)
         seen: list[list[int]] = [[] for _ in range(followers)]
 
         async def follow(into: list[int]) -> None:
@@ -48,11 +40,11 @@ async def _reads_while_following(
             for into in seen:
                 tg.start_soon(follow, into)
             await anyio.sleep(0.05)  # all wait at the head
-            reads = 0
+            before = reads()
             for _ in range(APPENDS):
                 await other.append(job_stream(), [requested()], NO_STREAM)
                 await anyio.sleep(0.03)  # a notice each, mostly
-        return reads, seen
+        return reads() - before, seen
 
 
 async def test_followers_woken_together_read_each_page_once(
