@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from eventstore import NO_STREAM, AppendTo, new, streams
 from eventstore.events import JobRequested
-from eventstore.filestore import open_file_store
+from eventstore.filestore import FileStore, open_file_store
 from eventstore.records import uuid7
 
 SECRET = "bench-secret-of-at-least-32-bytes-0123456789"
@@ -59,7 +59,7 @@ class StoreFloor:
 
     def __init__(self, data: Path) -> None:
         self._data = data
-        self._store: Any = None
+        self._store: FileStore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -77,6 +77,7 @@ class StoreFloor:
         job_type = msgspec.json.decode(body).get("type", "noop")
         job_id = str(uuid7())
         event = JobRequested(job_type=job_type, site_id="bench", user_id="admin1")
+        assert self._store is not None, "the lifespan opens the store before any request"
         await self._store.append_many([AppendTo(streams.job(job_id), [new(event)], NO_STREAM)])
         await _answer(send, 202, {"status": "accepted", "job_id": job_id})
 

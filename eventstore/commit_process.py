@@ -17,8 +17,10 @@ A failed fdatasync stops the child with exit status 70 without answering, as it 
 stop a process committing for itself (filelog.die); the parent then stops too. When a
 child dies otherwise (SIGKILL, out of memory), a new one is started and the appends the
 dead one held are sent to it once more: the store's event ids make that safe (an append
-already made is answered with what was recorded). Only an append held by two children
-that both died fails, with a StorageError that says its outcome is unknown.
+already made is answered with what was recorded). An append that cannot be answered so
+fails with OutcomeUnknown, never as "nothing was written": one held by two children that
+both died, by a child no successor could be started for, or by a child the closing store
+had to kill.
 """
 
 from __future__ import annotations

@@ -49,5 +49,6 @@ class StoreClosed(StorageError):
 
 
 class OutcomeUnknown(StorageError):
-    """An append whose committer died with it in hand, twice: it may or may not be stored
-    (reading the stream tells; a retry with the same event ids is safe)."""
+    """An append a commit process held when it ended and that could not be sent again (a
+    second child died with it too, none could be started, or the store closed): it may or
+    may not be stored (reading the stream tells; a retry with the same event ids is safe)."""

@@ -101,7 +101,7 @@ def create_app(
             with anyio.CancelScope(shield=True):
                 await runner.save_checkpoint()
 
-    routes = [  # the router tries each in turn: the API's (polls, creations) first
+    routes = [  # the router tries each in turn: the API's first
         *(route for part in API_PARTS for route in part.routes),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -139,10 +139,11 @@ class _Service(Starlette):
 
 
 class HotRoutes:
-    """The routes taken most under load (creations and polls) go straight to their
-    endpoint, past Starlette's routing and its two exception layers, which cost a creation
-    about a fifth of its event-loop time (docs/performance.md); errors get the app's
-    answers. A route's path is literal, or has one parameter: its last segment."""
+    """The routes taken most under load (creations, polls, the site's event stream) go
+    straight to their endpoint, past Starlette's routing and its two exception layers,
+    which cost a creation about a fifth of its event-loop time (docs/performance.md);
+    errors get the app's answers. A route's path is literal, or has one parameter: its
+    last segment. They stay in the router too, which answers 405 with every method."""
 
     def __init__(self, routes: list[Route], handlers: Mapping[Any, ErrorHandler]) -> None:
         self._literal: dict[tuple[str, str], Route] = {}

@@ -291,7 +291,7 @@ async def usage(request: Request) -> Response:
     return json_response(answer)
 
 
-routes = [  # the router tries each in turn: polls, the most frequent request, first
+routes = [  # polls and creations reach the router only with another method (405)
     POLL,
     CREATE,
     Route("/api/jobs", listing, methods=["GET"]),

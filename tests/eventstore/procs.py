@@ -164,28 +164,17 @@ def commit_process_parent(data: str) -> None:
     import anyio
 
     from eventstore.filestore import open_file_store
+    from tests.eventstore.commit_children import commit_children
 
     async def run() -> None:
         async with open_file_store(data, commit_process=True) as store:
             s = streams.job(str(uuid7()))
             await store.append_many([AppendTo(s, [new(_requested())], 0)])
-            for pid in _commit_children(data):
+            for pid in commit_children(Path(data), os.getpid()):
                 say("CHILD", pid)
             await anyio.sleep(60)  # the parent kills us long before this
 
     anyio.run(run)
-
-
-def _commit_children(data: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
-        except OSError:
-            continue
-        if b"eventstore.commit_process" in cmdline and data.encode() in cmdline:
-            found.append(entry.name)
-    return found
 
 
 def _requested(pad: int = 0) -> JobRequested:
