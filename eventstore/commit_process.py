@@ -312,6 +312,9 @@ class CommitProcess(asyncio.Protocol):
         # A dead child may have left half an answer: nothing of it is read on.
         self._frames = Frames(msgspec.msgpack.Decoder(_Answer))
         self._ready = self._loop.create_future()
+        # A start cancelled before it awaits `_ready` (the store closing) leaves nobody to
+        # read the failure connection_lost may set there: asyncio would log it as lost.
+        self._ready.add_done_callback(_observe)
         try:
             await self._loop.create_connection(lambda: self, sock=ours)
             with anyio.fail_after(START_SECONDS):
@@ -349,6 +352,11 @@ class _Waiting:
     encoded: bytes
     answer: asyncio.Future[_Answer]
     sent: int = 0
+
+
+def _observe(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _spawn(root: Path, theirs: socket.socket) -> subprocess.Popen[bytes]:

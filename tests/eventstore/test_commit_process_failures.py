@@ -4,6 +4,8 @@ fail an fsync, and a store closed while appends are in hand. Real processes thro
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -14,7 +16,7 @@ from typing import NoReturn
 import anyio
 import pytest
 
-from eventstore import NO_STREAM
+from eventstore import NO_STREAM, EventStore
 from eventstore import commit_process as cp
 from eventstore.errors import OutcomeUnknown, StorageError
 from eventstore.filelog import FileLog
@@ -244,3 +246,26 @@ async def test_a_child_dying_idle_is_reaped(tmp_path: Path) -> None:
         child = await started_child(store, data)
         os.kill(child, signal.SIGKILL)
         await wait_until(lambda: child not in _zombies() and not Path(f"/proc/{child}").exists())
+
+
+@pytest.mark.anyio
+async def test_an_append_cancelled_while_its_child_starts_leaves_no_lost_error(
+    tmp_path: Path,
+) -> None:
+    """The first append starts the child; cancelled at any step of that start (a client
+    gone, the store closing), the start's failure must not be left for asyncio to report
+    as never retrieved (which anyio's test runner turns into this test's failure)."""
+    for steps in range(12):
+        async with open_file_store(tmp_path / f"data-{steps}", commit_process=True) as store:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_append_ignoring_storage_errors, store)
+                for _ in range(steps):
+                    await anyio.lowlevel.checkpoint()
+                tg.cancel_scope.cancel()
+        gc.collect()  # a future dropped with its exception unread is reported now
+        await anyio.sleep(0.01)
+
+
+async def _append_ignoring_storage_errors(store: EventStore) -> None:
+    with contextlib.suppress(StorageError):
+        await store.append(job_stream(), [requested()], NO_STREAM)
