@@ -12,12 +12,17 @@ inode allocator is slow for a while after many files were removed, docs/performa
 - `asgi`: the same 64 in flight, each a whole `POST /api/jobs` handed to the service's
   ASGI app in this process (no sockets, no uvicorn): creations/s, and the event loop
   thread's CPU per creation.
+- `files`: what one job's own log costs the committer, as the file store writes it in a
+  data directory made by `open_file_store`: a new stream log (create, header and record,
+  close) against one more record appended to a log that exists (open, write, close).
+  Wall and this process's CPU (user and kernel) per log, over SECONDS of each in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +34,7 @@ import uvloop
 from starlette.types import Message
 
 from bench.http_servers import SECRET
-from eventstore import NO_STREAM, AppendTo, new, streams
+from eventstore import NO_STREAM, AppendTo, framing, new, streams
 from eventstore.events import JobRequested
 from eventstore.filestore import open_file_store
 from eventstore.records import uuid7
@@ -123,8 +128,46 @@ async def asgi(data: Path, seconds: float) -> dict[str, float]:
             return await _loop(seconds, create)
 
 
+async def stream_files(data: Path, seconds: float) -> dict[str, float]:
+    async with open_file_store(data, create=True) as store:
+        layout = store.log.layout
+    record = b"r" * 300  # about a `requested` record's size
+    header = framing.file_header(framing.KIND_STREAM)
+    logs: list[str] = []
+
+    def create(_: int) -> None:
+        path = layout.stream_file(streams.job(str(uuid7())))
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, header + record)
+        os.close(fd)
+        logs.append(path)
+
+    def append(n: int) -> None:
+        fd = os.open(logs[n % len(logs)], os.O_WRONLY | os.O_APPEND)
+        os.write(fd, record)
+        os.close(fd)
+
+    result: dict[str, float] = {}
+    for name, one in (("new_log", create), ("append_to_log", append)):
+        count = 0
+        end = time.monotonic() + seconds
+        started, cpu = time.perf_counter(), _process_cpu()
+        while time.monotonic() < end:
+            for _ in range(100):
+                one(count)
+                count += 1
+        result[f"{name}_us"] = (time.perf_counter() - started) / count * 1e6
+        result[f"{name}_cpu_us"] = (_process_cpu() - cpu) / count * 1e6
+    return result
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(kind: str, data: str, seconds: str) -> None:
-    run = {"store": store_only, "asgi": asgi}[kind]
+    run = {"store": store_only, "asgi": asgi, "files": stream_files}[kind]
     result = uvloop.run(run(Path(data), float(seconds)))
     sys.stdout.buffer.write(msgspec.json.encode(result) + b"\n")
 
