@@ -68,6 +68,7 @@ def run(ctx: Context) -> Result:
             f"{served.url}/api/jobs", json={"type": "noop"}, headers=_auth(token)
         ).json()["job_id"]
         scripts = _scripts(tmp, token)
+        disk = {"new_file_us_before": _new_file_us(tmp / "probe-before")}
         runs: dict[str, list[tuple[float, float]]] = {}
         sides = [
             (f"{side}_{method}", f"{server.url}{path}", scripts[method])
@@ -81,6 +82,7 @@ def run(ctx: Context) -> Result:
             shift = r % len(sides)
             for name, url, script in sides[shift:] + sides[:shift]:
                 runs.setdefault(name, []).append(_wrk(wrk, url, script, plan))
+        disk["new_file_us_after"] = _new_file_us(tmp / "probe-after")
         sse = _sse(ctx, plan, served, token) if "sse" in parts else None
     rate = {k: median([v[0] for v in vs]) for k, vs in runs.items()}
     p99 = {k: median([v[1] for v in vs]) for k, vs in runs.items()}
@@ -127,6 +129,7 @@ def run(ctx: Context) -> Result:
         "p99_ms": {k: summary([v[1] for v in vs]) for k, vs in runs.items()},
         "sse": sse,
         "store_floor": _floor(rate, p99) if "post" in parts else None,
+        "disk": disk,
         "load": f"wrk -t2 -c{plan.connections} -d{int(plan.seconds)}s, {plan.rounds} rounds",
         "parts": sorted(parts),
     }
@@ -141,6 +144,22 @@ def _floor(rate: dict[str, float], p99: dict[str, float]) -> dict[str, float]:
         "creations_per_s_ratio": ratio(rate["floor_post"], rate["bare_post"]),
         "p99_ratio": ratio(p99["floor_post"], p99["bare_post"]),
     }
+
+
+def _new_file_us(directory: Path, count: int = 500) -> float:
+    """Wall time per new small file in `directory`, as a new job's log is made.
+
+    Every creation makes one, and the cost swings by forty times on this machine's ext4
+    (without a journal) for minutes after many files were removed: this tells whether a
+    run was measured in such a spell (docs/performance.md, HTTP service).
+    """
+    directory.mkdir()
+    started = time.perf_counter()
+    for n in range(count):
+        fd = os.open(directory / f"{n}.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"r" * 300)
+        os.close(fd)
+    return (time.perf_counter() - started) / count * 1e6
 
 
 def _parts() -> set[str]:
