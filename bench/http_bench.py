@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from bench.http_diagnosis import RECORD, write_new_file
 from bench.http_servers import SECRET
 from bench.http_sse_child import Report
 from bench.measure import Context, median, percentile, ratio, scratch_dir, summary
@@ -156,9 +157,7 @@ def _new_file_us(directory: Path, count: int = 500) -> float:
     directory.mkdir()
     started = time.perf_counter()
     for n in range(count):
-        fd = os.open(directory / f"{n}.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, b"r" * 300)
-        os.close(fd)
+        write_new_file(directory / f"{n}.log", RECORD)
     return (time.perf_counter() - started) / count * 1e6
 
 

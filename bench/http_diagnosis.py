@@ -133,6 +133,14 @@ async def asgi(data: Path, seconds: float) -> dict[str, float]:
 
 
 REMOVED_FIRST = 50_000
+RECORD = b"r" * 300  # about a `requested` record's size
+
+
+def write_new_file(path: str | Path, data: bytes) -> None:
+    """Create `path` and write `data` to it, as the committer makes a new stream log."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, data)
+    os.close(fd)
 
 
 async def stream_files_after_removal(data: Path, seconds: float) -> dict[str, float]:
@@ -150,20 +158,17 @@ async def stream_files_after_removal(data: Path, seconds: float) -> dict[str, fl
 async def stream_files(data: Path, seconds: float) -> dict[str, float]:
     async with open_file_store(data, create=True) as store:
         layout = store.log.layout
-    record = b"r" * 300  # about a `requested` record's size
     header = framing.file_header(framing.KIND_STREAM)
     logs: list[str] = []
 
     def create(_: int) -> None:
         path = layout.stream_file(streams.job(str(uuid7())))
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(fd, header + record)
-        os.close(fd)
+        write_new_file(path, header + RECORD)
         logs.append(path)
 
     def append(n: int) -> None:
         fd = os.open(logs[n % len(logs)], os.O_WRONLY | os.O_APPEND)
-        os.write(fd, record)
+        os.write(fd, RECORD)
         os.close(fd)
 
     result: dict[str, float] = {}
