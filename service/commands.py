@@ -135,8 +135,8 @@ async def cancel_job(
             else JobCancelRequested(by=who.user_id)
         )
         try:
-            await store.append(streams.job(job_id), [event], job.version)
+            recorded = await store.append(streams.job(job_id), [event], job.version)
         except WrongExpectedVersion:
             continue
-        return await load(store, job_id, who)
+        return folded(job, recorded)  # a re-read could already show the handler stopped
     raise StorageUnavailable("The job kept changing; try again.")

@@ -283,6 +283,35 @@ async def test_cancel_a_running_job_asks_its_handler(service: Service) -> None:
     assert got["result"] == {"ok": True} and got["progress"] == 100
 
 
+async def test_cancel_answers_what_it_asked_even_if_the_handler_stops_at_once(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is the job just after the request to stop: a handler that stops in the
+    same instant (its `cancelled` appended before the route answers) does not change it."""
+    from eventstore import AppendTo, new
+    from eventstore.events import JobCancelled, JobCancelRequested, JobStarted
+    from eventstore.records import RecordedEvent
+
+    job_id = await create(service)
+    await service.store.append(f"job:{job_id}", [JobStarted(attempt=1, worker_id="w1")], 1)
+    real = service.store.append_many
+
+    async def worker_stops_at_once(batch: list[AppendTo]) -> list[list[RecordedEvent]]:
+        recorded = await real(batch)
+        if any(isinstance(e.event, JobCancelRequested) for group in recorded for e in group):
+            stream, version = batch[0].stream, recorded[0][-1].version
+            await real([AppendTo(stream, [new(JobCancelled(by="system"))], version)])
+        return recorded
+
+    monkeypatch.setattr(service.store, "append_many", worker_stops_at_once)
+    r = await service.client.post(f"/api/jobs/{job_id}/cancel", headers=service.auth())
+    body = r.json()
+    assert r.status_code == 202, body
+    assert body["status"] == "running" and body["cancel_requested"] is True
+    events = await service.store.read_stream(f"job:{job_id}")
+    assert [e.type for e in events] == ["requested", "started", "cancel_requested", "cancelled"]
+
+
 async def _get(service: Service, job_id: str) -> dict[str, object]:
     r = await service.client.get(f"/api/jobs/{job_id}", headers=service.auth())
     body: dict[str, object] = r.json()
